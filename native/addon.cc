@@ -1,0 +1,17 @@
+// dmkit native addon: entry point. Each area registers its functions here.
+#include <napi.h>
+
+namespace {
+
+Napi::Value AddonVersion(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), "0.1.0");
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("addonVersion", Napi::Function::New(env, AddonVersion));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(dmkit, Init)
