@@ -123,14 +123,15 @@ static int core_message(struct dm_target *ti, unsigned int argc, char **argv,
 	struct core_target *ct = ti->private;
 	int r;
 
+	/* Returning 1 tells dm-ioctl that `result` holds a reply for userspace (DM_DATA_OUT). */
 	if (argc == 1 && !strcasecmp(argv[0], "ping")) {
 		scnprintf(result, maxlen, "pong");
-		return 0;
+		return 1;
 	}
 	if (argc == 1 && !strcasecmp(argv[0], "selftest")) {
 		r = run_selftest(result, maxlen);
 		ct->selftest = r ? SELFTEST_FAILED : SELFTEST_PASSED;
-		return 0;
+		return 1;
 	}
 	DMERR("%s: unsupported message '%s' with %u argument(s)",
 	      dm_device_name(dm_table_get_md(ti->table)), argc ? argv[0] : "", argc);

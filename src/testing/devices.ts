@@ -81,7 +81,7 @@ export function loopDevice(scope: Scope, size: Bytes): BlockDevice {
   fs.writeFileSync(file, '');
   fs.truncateSync(file, Number(size));
   scope.defer(`remove ${file}`, () => fs.rmSync(dir, { recursive: true, force: true }));
-  const dev = sh('losetup', '--find', '--show', '--direct-io=on', file).trim();
+  const dev = sh('losetup', '--find', '--show', file).trim();
   scope.defer(`detach ${dev}`, () => sh('losetup', '--detach', dev));
   return { path: dev, size, sectors: bytesToSectors(size) };
 }

@@ -8,20 +8,21 @@ import { Bytes, bytes, Sectors, sectors, SECTOR_SIZE } from '../units';
 const SECTOR = Number(SECTOR_SIZE);
 const MAGIC = 0x444d4b54; // "DMKT"
 
-/** Fills one sector's worth of `buf` at `at` with the stamp of (seed, sector). */
+/** Fills one sector's worth of `buf` at `at` (a multiple of 4) with the stamp of (seed, sector). */
 export function stampSector(buf: Buffer, at: number, seed: number, sector: bigint): void {
   buf.writeUInt32LE(MAGIC, at);
   buf.writeUInt32LE(seed >>> 0, at + 4);
   buf.writeBigUInt64LE(sector, at + 8);
+  const words = new Uint32Array(buf.buffer, buf.byteOffset + at + 16, (SECTOR - 16) / 4);
   // xorshift32 seeded from (seed, sector): cheap, deterministic, different for every sector.
-  let x = (seed ^ Number(sector & 0xffffffffn) ^ Number((sector >> 32n) * 0x9e3779b1n & 0xffffffffn) ^ 0x5bd1e995) >>> 0 || 1;
-  for (let i = 16; i < SECTOR; i += 4) {
+  const lo = Number(sector & 0xffffffffn);
+  const hi = Number(sector >> 32n);
+  let x = (seed ^ lo ^ Math.imul(hi, 0x9e3779b1) ^ 0x5bd1e995) >>> 0 || 1;
+  for (let i = 0; i < words.length; i++) {
     x ^= x << 13;
-    x >>>= 0;
     x ^= x >>> 17;
     x ^= x << 5;
-    x >>>= 0;
-    buf.writeUInt32LE(x, at + i);
+    words[i] = x >>> 0;
   }
 }
 
