@@ -1,0 +1,120 @@
+/**
+ * `npm test`: host unit tests, then the VM suites on the Debian kernel and, when ../shared/kernels holds
+ * it, on the KASAN/lockdep debug kernel; one closing summary line `N passed, N failed, N skipped`.
+ *
+ *   npm test -- [--unit-only] [--no-debug] [--debug-only] [--suite PATTERN]
+ */
+import { spawn } from 'node:child_process';
+import { PassThrough } from 'node:stream';
+import { debugKernelAvailable } from './kernels';
+import { REPO_ROOT } from './paths';
+import { describeResult, runVm, VM_EXIT } from './vm';
+
+interface Counts {
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+interface StageResult extends Counts {
+  stage: string;
+  seconds: number;
+  note?: string;
+}
+
+/** The last summary block of node's spec reporter (`ℹ pass 7` ...). */
+export function parseNodeTestSummary(output: string): Counts | null {
+  const last = (key: string): number | null => {
+    const all = [...output.matchAll(new RegExp(`^ℹ ${key} (\\d+)$`, 'gm'))];
+    return all.length ? Number(all.at(-1)![1]) : null;
+  };
+  const pass = last('pass');
+  const fail = last('fail');
+  if (pass === null || fail === null) return null;
+  return { passed: pass, failed: fail + (last('cancelled') ?? 0), skipped: (last('skipped') ?? 0) + (last('todo') ?? 0) };
+}
+
+/** A stream that copies to ours and keeps the text for the summary. */
+function tee(out: NodeJS.WritableStream): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => {
+    chunks.push(c);
+    out.write(c);
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+}
+
+const NODE_TEST = ['--test', '--test-reporter=spec', '--test-concurrency=1'];
+
+async function unitStage(): Promise<StageResult> {
+  const started = Date.now();
+  const out = tee(process.stdout);
+  const status = await new Promise<number | null>((resolve) => {
+    const child = spawn(process.execPath, [...NODE_TEST, 'dist/test/unit/'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.pipe(out.stream);
+    child.on('exit', resolve);
+  });
+  const counts = parseNodeTestSummary(out.text()) ?? { passed: 0, failed: 1, skipped: 0 };
+  if (status !== 0 && counts.failed === 0) counts.failed = 1;
+  return { stage: 'host unit tests', seconds: (Date.now() - started) / 1000, ...counts };
+}
+
+async function vmStage(kernel: 'debian' | 'debug', suite: string): Promise<StageResult> {
+  const started = Date.now();
+  const out = tee(process.stdout);
+  const r = await runVm({
+    command: [process.execPath, ...NODE_TEST, suite],
+    cwd: REPO_ROOT,
+    kernel,
+    memoryMiB: kernel === 'debug' ? 3072 : 2048,
+    timeoutSec: kernel === 'debug' ? 2400 : 1200,
+    stdout: out.stream,
+  });
+  out.stream.end();
+  console.error(describeResult(r));
+  const counts = parseNodeTestSummary(out.text()) ?? { passed: 0, failed: 0, skipped: 0 };
+  let note: string | undefined;
+  // A run that fails outside the tests (splat, timeout, lab) counts as one more failure.
+  if ([VM_EXIT.SPLAT, VM_EXIT.TIMEOUT, VM_EXIT.LAB_FAILURE].includes(r.exitCode as 124 | 125 | 126)) {
+    counts.failed += 1;
+    note = r.splats.length ? `kernel splat (${r.splats.length} line(s))` : r.labError ?? `exit ${r.exitCode}`;
+  } else if (r.exitCode !== 0 && counts.failed === 0) {
+    counts.failed = 1;
+    note = `exit ${r.exitCode}`;
+  }
+  return { stage: `VM suites on the ${kernel} kernel ${r.kernel.release}`, seconds: (Date.now() - started) / 1000, ...counts, ...(note ? { note } : {}) };
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const flag = (f: string): boolean => args.includes(f);
+  const suiteIdx = args.indexOf('--suite');
+  const suite = suiteIdx >= 0 && args[suiteIdx + 1] ? args[suiteIdx + 1]! : 'dist/test/vm/';
+  const stages: StageResult[] = [];
+
+  if (!flag('--debug-only')) stages.push(await unitStage());
+  if (!flag('--unit-only')) {
+    if (!flag('--debug-only')) stages.push(await vmStage('debian', suite));
+    if (!flag('--no-debug')) {
+      if (debugKernelAvailable()) stages.push(await vmStage('debug', suite));
+      else console.log('note: no debug kernel in ../shared/kernels/6.1-dmdebug; its VM run is skipped');
+    }
+  }
+
+  const total = stages.reduce((a, s) => ({ passed: a.passed + s.passed, failed: a.failed + s.failed, skipped: a.skipped + s.skipped }), { passed: 0, failed: 0, skipped: 0 });
+  console.log('\ndmkit test summary');
+  for (const s of stages) {
+    console.log(`  ${s.failed ? 'FAIL' : 'ok  '} ${s.stage}: ${s.passed} passed, ${s.failed} failed, ${s.skipped} skipped (${s.seconds.toFixed(0)} s)${s.note ? ` — ${s.note}` : ''}`);
+  }
+  console.log(`${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
+  process.exit(total.failed || !stages.length ? 1 : 0);
+}
+
+if (require.main === module) {
+  main().catch((e: unknown) => {
+    console.error(`dmkit test: ${(e as Error).stack ?? String(e)}`);
+    console.log('0 passed, 1 failed, 0 skipped');
+    process.exit(1);
+  });
+}
