@@ -3,7 +3,8 @@
     {
       "target_name": "dmkit",
       "sources": [
-        "native/addon.cc"
+        "native/addon.cc",
+        "native/dm_ioctl.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -1,6 +1,8 @@
 // dmkit native addon: entry point. Each area registers its functions here.
 #include <napi.h>
 
+#include "dm_ioctl.h"
+
 namespace {
 
 Napi::Value AddonVersion(const Napi::CallbackInfo& info) {
@@ -9,6 +11,7 @@ Napi::Value AddonVersion(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addonVersion", Napi::Function::New(env, AddonVersion));
+  dmkit::RegisterDmIoctl(env, exports);
   return exports;
 }
 

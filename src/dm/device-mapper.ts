@@ -1,0 +1,563 @@
+/**
+ * The device-mapper control plane: one method per DM ioctl, typed in and out. Every request carries
+ * its command's minimum interface version, replies that say BUFFER_FULL are retried with a doubled
+ * buffer, and every argument is checked before the kernel sees it.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import { sectors, type Sectors } from '../units';
+import {
+  buildRequest,
+  commandName,
+  decodeDev,
+  decodeHeader,
+  DM_VERSION_MAJOR,
+  DmCommand,
+  DmFlag,
+  encodeDev,
+  formatVersion,
+  MIN_INTERFACE_VERSION,
+  versionAtLeast,
+  type DevNum,
+  type DmHeader,
+  type DmVersion,
+  type RequestFields,
+} from './abi';
+import {
+  describeDevId,
+  validateDevId,
+  validateName,
+  validateNameId,
+  validateUuid,
+  type DevId,
+  type NameId,
+} from './dev-id';
+import { DmArgumentError, DmError, DmMalformedReplyError, isSystemError } from './errors';
+import {
+  checkTargetType,
+  decodeDataString,
+  decodeDeps,
+  decodeNameList,
+  decodeTargets,
+  decodeVersions,
+  encodeCString,
+  encodeTargetMsg,
+  encodeTargets,
+  type NameListEntry,
+  type TargetLine,
+  type TargetVersion,
+} from './payload';
+import { NativeTransport, type DmTransport } from './transport';
+
+export const DM_BUFFER_INITIAL = 16 * 1024;
+export const DM_BUFFER_MAX = 32 * 1024 * 1024;
+/** dmsetup --retry: 25 attempts, 200 ms apart. */
+export const DEFAULT_REMOVE_RETRY: RetryPolicy = { count: 25, intervalMs: 200 };
+const LIST_EVENT_NR_VERSION: DmVersion = { major: 4, minor: 37, patch: 0 };
+
+export interface DeviceFlags {
+  readonly suspended: boolean;
+  readonly readOnly: boolean;
+  readonly activePresent: boolean;
+  readonly inactivePresent: boolean;
+  readonly deferredRemove: boolean;
+  readonly internalSuspend: boolean;
+  readonly ueventGenerated: boolean;
+}
+
+export interface DeviceInfo {
+  readonly name: string;
+  /** '' when the device has no uuid. */
+  readonly uuid: string;
+  readonly dev: DevNum;
+  readonly openCount: number;
+  readonly eventNr: number;
+  readonly targetCount: number;
+  readonly flags: DeviceFlags;
+}
+
+export interface DeviceListEntry {
+  readonly name: string;
+  readonly dev: DevNum;
+  readonly eventNr: number;
+  readonly uuid: string;
+}
+
+export interface TargetStatus {
+  readonly start: Sectors;
+  readonly length: Sectors;
+  readonly type: string;
+  readonly status: string;
+}
+
+export interface WaitResult {
+  readonly info: DeviceInfo;
+  readonly status: TargetStatus[];
+}
+
+/** Whether the kernel emitted a uevent (udev-synchronised callers wait only when it did). */
+export interface UeventResult {
+  readonly ueventGenerated: boolean;
+}
+
+export interface RemoveResult extends UeventResult {
+  /** The device was open, so the kernel scheduled its removal for the last close. */
+  readonly deferred: boolean;
+}
+
+export interface RetryPolicy {
+  readonly count: number;
+  readonly intervalMs: number;
+}
+
+export interface Geometry {
+  readonly cylinders: number;
+  readonly heads: number;
+  readonly sectors: number;
+  readonly start: Sectors;
+}
+
+export interface CreateOptions {
+  readonly uuid?: string;
+  readonly readOnly?: boolean;
+  /** Ask for this minor number (DM_PERSISTENT_DEV). */
+  readonly minor?: number;
+  /** Load this table and resume, as `dmsetup create --table`; the device is removed if that fails. */
+  readonly targets?: readonly TargetLine[];
+}
+export interface LoadOptions {
+  readonly readOnly?: boolean;
+}
+export interface SuspendOptions {
+  readonly noflush?: boolean;
+  readonly nolockfs?: boolean;
+}
+/** `udevCookie` is placed in event_nr so udev rules can report completion (libdm's cookie protocol). */
+export interface UdevOptions {
+  readonly udevCookie?: number;
+}
+export interface RemoveOptions extends UdevOptions {
+  readonly deferred?: boolean;
+  /** Retry EBUSY: true for 25 x 200 ms, like dmsetup --retry. */
+  readonly retry?: boolean | Partial<RetryPolicy>;
+}
+export interface QueryOptions {
+  readonly inactive?: boolean;
+}
+export interface StatusOptions extends QueryOptions {
+  /** Also skips a thin-pool metadata commit while reporting. */
+  readonly noflush?: boolean;
+}
+
+export interface DeviceMapperOptions {
+  readonly sleep?: (ms: number) => Promise<void>;
+  readonly initialBufferSize?: number;
+  readonly maxBufferSize?: number;
+}
+
+interface Request {
+  readonly device?: string;
+  readonly name?: string;
+  readonly uuid?: string;
+  readonly flags?: number;
+  readonly eventNr?: number;
+  readonly dev?: bigint;
+  readonly targetCount?: number;
+  readonly payload?: Buffer;
+  /** The reply carries a payload, so start with a roomy buffer. */
+  readonly returnsData?: boolean;
+}
+
+interface Reply {
+  readonly header: DmHeader;
+  readonly buffer: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+const flagIf = (on: boolean | undefined, flag: number): number => (on ? flag : 0);
+
+function idFields(id: DevId): Pick<Request, 'device' | 'name' | 'uuid'> {
+  validateDevId(id);
+  return id.name !== undefined
+    ? { device: describeDevId(id), name: id.name }
+    : { device: describeDevId(id), uuid: id.uuid };
+}
+
+function checkU32(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} must be a u32, got ${value}`);
+  }
+  return value;
+}
+
+function checkRange(value: number, max: number, what: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} must be an integer in 0..${max}, got ${value}`);
+  }
+}
+
+function retryPolicy(retry: RemoveOptions['retry']): RetryPolicy {
+  if (!retry) return { count: 1, intervalMs: 0 };
+  const policy = retry === true ? DEFAULT_REMOVE_RETRY : { ...DEFAULT_REMOVE_RETRY, ...retry };
+  checkRange(policy.count, 10_000, 'retry count');
+  checkRange(policy.intervalMs, 3_600_000, 'retry interval');
+  return policy;
+}
+
+export function infoFromHeader(h: DmHeader): DeviceInfo {
+  const has = (flag: number): boolean => (h.flags & flag) !== 0;
+  return {
+    name: h.name,
+    uuid: h.uuid,
+    dev: decodeDev(h.dev),
+    openCount: h.openCount,
+    eventNr: h.eventNr,
+    targetCount: h.targetCount,
+    flags: {
+      suspended: has(DmFlag.SUSPEND),
+      readOnly: has(DmFlag.READONLY),
+      activePresent: has(DmFlag.ACTIVE_PRESENT),
+      inactivePresent: has(DmFlag.INACTIVE_PRESENT),
+      deferredRemove: has(DmFlag.DEFERRED_REMOVE),
+      internalSuspend: has(DmFlag.INTERNAL_SUSPEND),
+      ueventGenerated: has(DmFlag.UEVENT_GENERATED),
+    },
+  };
+}
+
+const ueventResult = (h: DmHeader): UeventResult => ({ ueventGenerated: (h.flags & DmFlag.UEVENT_GENERATED) !== 0 });
+
+const toStatus = (t: TargetLine): TargetStatus => ({
+  start: t.start,
+  length: t.length,
+  type: t.type,
+  status: t.params,
+});
+
+function wrapTransportError(e: unknown, command: string, device: string | undefined): unknown {
+  if (e instanceof DmError || !isSystemError(e)) return e;
+  const where = device === undefined ? command : `${command} (${device})`;
+  return new DmError(`${where} failed: ${e.message}`, { code: e.code, errno: e.errno, command, device, cause: e });
+}
+
+function decodeWith<T>(fn: () => T, command: string, device: string | undefined): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (!(e instanceof DmMalformedReplyError) || e.command !== '') throw e;
+    throw new DmMalformedReplyError(`${command}: ${e.message}`, { command, device, cause: e });
+  }
+}
+
+export class DeviceMapper {
+  private kernel: DmVersion | undefined;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly initialBufferSize: number;
+  private readonly maxBufferSize: number;
+
+  constructor(
+    readonly transport: DmTransport,
+    options: DeviceMapperOptions = {},
+  ) {
+    this.sleep = options.sleep ?? ((ms) => delay(ms));
+    this.initialBufferSize = options.initialBufferSize ?? DM_BUFFER_INITIAL;
+    this.maxBufferSize = options.maxBufferSize ?? DM_BUFFER_MAX;
+  }
+
+  /** Opens /dev/mapper/control (creating the node if needed). */
+  static open(options: DeviceMapperOptions = {}): DeviceMapper {
+    return new DeviceMapper(NativeTransport.open(), options);
+  }
+
+  async close(): Promise<void> {
+    await this.transport.close?.();
+  }
+
+  /** The kernel's interface version, as reported in the last reply (undefined before any call). */
+  get kernelVersion(): DmVersion | undefined {
+    return this.kernel;
+  }
+
+  async version(): Promise<DmVersion> {
+    return this.run(DmCommand.VERSION, {}, (r) => r.header.version);
+  }
+
+  async removeAll(opts: { deferred?: boolean } = {}): Promise<void> {
+    await this.run(DmCommand.REMOVE_ALL, { flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE) }, () => undefined);
+  }
+
+  async list(): Promise<DeviceListEntry[]> {
+    const entries = await this.run(DmCommand.LIST_DEVICES, { returnsData: true }, (r) =>
+      decodeNameList(r.buffer, r.header, versionAtLeast(r.header.version, LIST_EVENT_NR_VERSION)),
+    );
+    const out: DeviceListEntry[] = [];
+    for (const e of entries) {
+      const full = await this.completeListEntry(e);
+      if (full) out.push(full);
+    }
+    return out;
+  }
+
+  async create(name: string, opts: CreateOptions = {}): Promise<DeviceInfo> {
+    validateName(name);
+    if (opts.uuid !== undefined) validateUuid(opts.uuid);
+    if (opts.targets) encodeTargets(opts.targets); // reject a bad table before creating anything
+    const request: Request = {
+      device: name,
+      name,
+      uuid: opts.uuid ?? '',
+      flags: flagIf(opts.readOnly, DmFlag.READONLY) | flagIf(opts.minor !== undefined, DmFlag.PERSISTENT_DEV),
+      dev: opts.minor === undefined ? 0n : encodeDev({ major: 0, minor: checkU32(opts.minor, 'minor') }),
+    };
+    const created = await this.run(DmCommand.DEV_CREATE, request, (r) => infoFromHeader(r.header));
+    return opts.targets ? this.activate({ name }, opts.targets, opts.readOnly) : created;
+  }
+
+  async load(id: DevId, targets: readonly TargetLine[], opts: LoadOptions = {}): Promise<DeviceInfo> {
+    const request: Request = {
+      ...idFields(id),
+      payload: encodeTargets(targets),
+      targetCount: targets.length,
+      flags: flagIf(opts.readOnly, DmFlag.READONLY),
+    };
+    return this.run(DmCommand.TABLE_LOAD, request, (r) => infoFromHeader(r.header));
+  }
+
+  async clear(id: DevId): Promise<DeviceInfo> {
+    return this.run(DmCommand.TABLE_CLEAR, idFields(id), (r) => infoFromHeader(r.header));
+  }
+
+  async suspend(id: DevId, opts: SuspendOptions = {}): Promise<DeviceInfo> {
+    const flags =
+      DmFlag.SUSPEND | flagIf(opts.noflush, DmFlag.NOFLUSH) | flagIf(opts.nolockfs, DmFlag.SKIP_LOCKFS);
+    return this.run(DmCommand.DEV_SUSPEND, { ...idFields(id), flags }, (r) => infoFromHeader(r.header));
+  }
+
+  async resume(id: DevId, opts: UdevOptions = {}): Promise<DeviceInfo> {
+    const request: Request = { ...idFields(id), eventNr: this.cookie(opts) };
+    return this.run(DmCommand.DEV_SUSPEND, request, (r) => infoFromHeader(r.header));
+  }
+
+  async remove(id: DevId, opts: RemoveOptions = {}): Promise<RemoveResult> {
+    const request: Request = {
+      ...idFields(id),
+      flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE),
+      eventNr: this.cookie(opts),
+    };
+    const policy = retryPolicy(opts.retry);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.run(DmCommand.DEV_REMOVE, request, (r) => ({
+          deferred: (r.header.flags & DmFlag.DEFERRED_REMOVE) !== 0,
+          ...ueventResult(r.header),
+        }));
+      } catch (e) {
+        if (!(e instanceof DmError && e.code === 'EBUSY') || attempt >= policy.count) throw e;
+        await this.sleep(policy.intervalMs);
+      }
+    }
+  }
+
+  /** Renames a device. The kernel's reply still carries the old name, so only the uevent flag is returned. */
+  async rename(id: NameId, newName: string, opts: UdevOptions = {}): Promise<UeventResult> {
+    validateNameId(id);
+    validateName(newName);
+    const request: Request = {
+      ...idFields(id),
+      payload: encodeCString(newName, 'new name'),
+      eventNr: this.cookie(opts),
+    };
+    return this.run(DmCommand.DEV_RENAME, request, (r) => ueventResult(r.header));
+  }
+
+  /** Gives a device without a uuid its uuid (the kernel refuses to change an existing one). */
+  async setUuid(id: NameId, uuid: string, opts: UdevOptions = {}): Promise<UeventResult> {
+    validateNameId(id);
+    validateUuid(uuid);
+    const request: Request = {
+      ...idFields(id),
+      flags: DmFlag.UUID,
+      payload: encodeCString(uuid, 'new uuid'),
+      eventNr: this.cookie(opts),
+    };
+    return this.run(DmCommand.DEV_RENAME, request, (r) => ueventResult(r.header));
+  }
+
+  async info(id: DevId, opts: QueryOptions = {}): Promise<DeviceInfo> {
+    const request: Request = { ...idFields(id), flags: flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE) };
+    return this.run(DmCommand.DEV_STATUS, request, (r) => infoFromHeader(r.header));
+  }
+
+  async table(id: DevId, opts: QueryOptions = {}): Promise<TargetLine[]> {
+    const flags = DmFlag.STATUS_TABLE | flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE);
+    return this.run(DmCommand.TABLE_STATUS, { ...idFields(id), flags, returnsData: true }, (r) =>
+      decodeTargets(r.buffer, r.header),
+    );
+  }
+
+  async status(id: DevId, opts: StatusOptions = {}): Promise<TargetStatus[]> {
+    const flags = flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE) | flagIf(opts.noflush, DmFlag.NOFLUSH);
+    return this.run(DmCommand.TABLE_STATUS, { ...idFields(id), flags, returnsData: true }, (r) =>
+      decodeTargets(r.buffer, r.header).map(toStatus),
+    );
+  }
+
+  async deps(id: DevId, opts: QueryOptions = {}): Promise<DevNum[]> {
+    const flags = flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE);
+    return this.run(DmCommand.TABLE_DEPS, { ...idFields(id), flags, returnsData: true }, (r) =>
+      decodeDeps(r.buffer, r.header),
+    );
+  }
+
+  /**
+   * Sends a target message; `sector` picks the target (undefined: sector 0, fine for '@' core messages
+   * and single-target tables). Resolves with the target's reply when it gave one (DATA_OUT).
+   */
+  async message(id: DevId, sector: Sectors | undefined, text: string): Promise<string | undefined> {
+    const payload = encodeTargetMsg(sector ?? sectors(0), text);
+    const request: Request = { ...idFields(id), payload, returnsData: true };
+    return this.run(DmCommand.TARGET_MSG, request, (r) =>
+      r.header.flags & DmFlag.DATA_OUT ? decodeDataString(r.buffer, r.header, 'message reply') : undefined,
+    );
+  }
+
+  /** Registered target types and their versions. */
+  async targets(): Promise<TargetVersion[]> {
+    return this.run(DmCommand.LIST_VERSIONS, { returnsData: true }, (r) => decodeVersions(r.buffer, r.header));
+  }
+
+  /** One target type's version; the kernel loads its module if needed. */
+  async targetVersion(type: string): Promise<TargetVersion> {
+    checkTargetType(type, 'target version');
+    return this.run(DmCommand.GET_TARGET_VERSION, { name: type, device: type, returnsData: true }, (r) => {
+      const [only, ...rest] = decodeVersions(r.buffer, r.header);
+      if (!only || rest.length > 0) throw new DmMalformedReplyError('expected exactly one target version record');
+      return only;
+    });
+  }
+
+  /**
+   * Waits until the device's event number differs from `eventNr`, then returns its info and status.
+   * The wait occupies one libuv pool thread until the event arrives.
+   */
+  async waitEvent(id: DevId, eventNr: number, opts: StatusOptions = {}): Promise<WaitResult> {
+    const flags = flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE) | flagIf(opts.noflush, DmFlag.NOFLUSH);
+    const request: Request = { ...idFields(id), flags, eventNr: checkU32(eventNr, 'event number'), returnsData: true };
+    return this.run(DmCommand.DEV_WAIT, request, (r) => ({
+      info: infoFromHeader(r.header),
+      status: decodeTargets(r.buffer, r.header).map(toStatus),
+    }));
+  }
+
+  async setGeometry(id: DevId, g: Geometry): Promise<void> {
+    checkRange(g.cylinders, 0xffff, 'cylinders');
+    checkRange(g.heads, 0xff, 'heads');
+    checkRange(g.sectors, 0xff, 'sectors per track');
+    if (typeof g.start !== 'bigint' || g.start < 0n) {
+      throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', 'geometry start must be Sectors');
+    }
+    const text = `${g.cylinders} ${g.heads} ${g.sectors} ${g.start}`;
+    const request: Request = { ...idFields(id), payload: encodeCString(text, 'geometry') };
+    await this.run(DmCommand.DEV_SET_GEOMETRY, request, () => undefined);
+  }
+
+  /** Arms this control fd so poll() reports the next DM event on any device. */
+  async armPoll(): Promise<void> {
+    await this.run(DmCommand.DEV_ARM_POLL, {}, () => undefined);
+  }
+
+  // ---- internals ----
+
+  private cookie(opts: UdevOptions): number {
+    return opts.udevCookie === undefined ? 0 : checkU32(opts.udevCookie, 'udev cookie');
+  }
+
+  private async activate(id: DevId, targets: readonly TargetLine[], readOnly?: boolean): Promise<DeviceInfo> {
+    try {
+      await this.load(id, targets, { readOnly });
+      return await this.resume(id);
+    } catch (e) {
+      // The load/resume failure is what the caller needs to see; a failed cleanup must not mask it.
+      await this.remove(id).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Kernels before 4.37 (event_nr) or 4.46 (uuid flags) leave fields out of the list: ask per device. */
+  private async completeListEntry(e: NameListEntry): Promise<DeviceListEntry | undefined> {
+    if (e.eventNr !== undefined && e.uuid !== undefined) {
+      return { name: e.name, dev: e.dev, eventNr: e.eventNr, uuid: e.uuid };
+    }
+    try {
+      const info = await this.info({ name: e.name });
+      return { name: e.name, dev: e.dev, eventNr: info.eventNr, uuid: info.uuid };
+    } catch (err) {
+      if (err instanceof DmError && err.code === 'ENXIO') return undefined; // removed since the listing
+      throw err;
+    }
+  }
+
+  private async run<T>(command: DmCommand, req: Request, decode: (reply: Reply) => T): Promise<T> {
+    const name = commandName(command);
+    this.checkSupported(command, name, req.device);
+    let size = req.returnsData ? this.initialBufferSize : 0;
+    for (;;) {
+      const request = buildRequest(this.headerFields(command, req), req.payload ?? EMPTY, size);
+      const reply = await this.exchange(command, request, req.device);
+      if ((reply.header.flags & DmFlag.BUFFER_FULL) === 0) return decodeWith(() => decode(reply), name, req.device);
+      size = this.grow(reply.buffer.length, name, req.device);
+    }
+  }
+
+  private headerFields(command: DmCommand, req: Request): RequestFields {
+    return {
+      version: MIN_INTERFACE_VERSION[command],
+      flags: req.flags ?? 0,
+      eventNr: req.eventNr ?? 0,
+      dev: req.dev ?? 0n,
+      targetCount: req.targetCount ?? 0,
+      name: req.name ?? '',
+      uuid: req.uuid ?? '',
+    };
+  }
+
+  private async exchange(command: DmCommand, request: Buffer, device: string | undefined): Promise<Reply> {
+    const name = commandName(command);
+    let buffer: Buffer;
+    try {
+      buffer = await this.transport.ioctl(command, request);
+    } catch (e) {
+      throw wrapTransportError(e, name, device);
+    }
+    const header = decodeWith(() => decodeHeader(buffer), name, device);
+    if (header.version.major !== DM_VERSION_MAJOR) {
+      const claimed = formatVersion(header.version);
+      throw new DmMalformedReplyError(`${name}: reply claims interface ${claimed}`, { command: name, device });
+    }
+    this.kernel = header.version;
+    return { header, buffer };
+  }
+
+  private grow(current: number, command: string, device: string | undefined): number {
+    const next = Math.max(current * 2, this.initialBufferSize);
+    if (next > this.maxBufferSize) {
+      throw new DmError(`${command}: reply does not fit in ${this.maxBufferSize} bytes`, {
+        code: 'ERR_DM_BUFFER_FULL',
+        command,
+        device,
+      });
+    }
+    return next;
+  }
+
+  private checkSupported(command: DmCommand, name: string, device: string | undefined): void {
+    const need = MIN_INTERFACE_VERSION[command];
+    if (this.kernel && !versionAtLeast(this.kernel, need)) {
+      throw new DmError(`${name} needs DM interface ${formatVersion(need)}, kernel has ${formatVersion(this.kernel)}`, {
+        code: 'ERR_DM_UNSUPPORTED',
+        command: name,
+        device,
+      });
+    }
+  }
+}
