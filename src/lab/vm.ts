@@ -125,7 +125,7 @@ function writeJob(dir: string, opts: VmOptions, kernel: Kernel, modDir: string, 
 }
 
 function qemuArgs(kernel: Kernel, initrd: string, dir: string, opts: VmOptions): string[] {
-  const append = ['console=ttyS0', 'loglevel=5', 'panic=-1', 'oops=panic', 'mitigations=off', 'nokaslr'].join(' ');
+  const append = ['console=ttyS0', 'loglevel=5', 'panic=-1', 'oops=panic', 'mitigations=off', 'nokaslr', 'rcupdate.rcu_expedited=1'].join(' ');
   return [
     '-accel', 'tcg,thread=multi', '-cpu', 'max',
     '-m', String(opts.memoryMiB ?? 2048), '-smp', String(opts.cpus ?? 2),

@@ -1,0 +1,53 @@
+/**
+ * `npm run bench -- <id> [--cycles N] [--rounds N]`: runs a benchmark (in the VM lab unless this host has
+ * device-mapper and root). Its last line is one JSON object with the benchmark's ratios.
+ */
+import * as fs from 'node:fs';
+import { describeResult, runVm } from '../lab/vm';
+import { runP5 } from './p5';
+
+type Bench = (args: Map<string, number>) => Promise<Record<string, unknown>>;
+
+const BENCHES: Record<string, Bench> = {
+  P5: (a) => runP5({ cycles: a.get('cycles') ?? 40, rounds: a.get('rounds') ?? 5 }),
+};
+
+function parse(argv: readonly string[]): { id: string; here: boolean; numbers: Map<string, number> } {
+  const numbers = new Map<string, number>();
+  let id = '';
+  let here = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--here') here = true;
+    else if (a.startsWith('--')) {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n <= 0) throw new Error(`${a} needs a positive whole number`);
+      numbers.set(a.slice(2), n);
+    } else id = a.toUpperCase();
+  }
+  if (!BENCHES[id]) throw new Error(`usage: npm run bench -- <id> [--cycles N] [--rounds N]; ids: ${Object.keys(BENCHES).join(', ')}`);
+  return { id, here, numbers };
+}
+
+function hostHasDeviceMapper(): boolean {
+  return process.getuid?.() === 0 && fs.existsSync('/sys/class/misc/device-mapper');
+}
+
+async function main(): Promise<void> {
+  const { id, here, numbers } = parse(process.argv.slice(2));
+  if (here || hostHasDeviceMapper()) {
+    const result = await BENCHES[id]!(numbers);
+    console.log(JSON.stringify(result));
+    return;
+  }
+  const r = await runVm({ command: [process.execPath, __filename, '--here', ...process.argv.slice(2)], timeoutSec: 1800 });
+  console.error(describeResult(r));
+  process.exit(r.exitCode);
+}
+
+if (require.main === module) {
+  main().catch((e: unknown) => {
+    console.error(`bench: ${(e as Error).message}`);
+    process.exit(2);
+  });
+}
