@@ -4,7 +4,8 @@
       "target_name": "dmkit",
       "sources": [
         "native/addon.cc",
-        "native/dm_ioctl.cc"
+        "native/dm_ioctl.cc",
+        "native/sys.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "dm_ioctl.h"
+#include "sys.h"
 
 namespace {
 
@@ -12,6 +13,7 @@ Napi::Value AddonVersion(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addonVersion", Napi::Function::New(env, AddonVersion));
   dmkit::RegisterDmIoctl(env, exports);
+  dmkit::RegisterSys(env, exports);
   return exports;
 }
 

@@ -2,6 +2,7 @@
 // set, header encoding and all policy live in TypeScript (src/dm/); this file only opens the control
 // node and runs DM ioctls off the JS thread, re-checking every length the caller promised.
 #include "dm_ioctl.h"
+#include "napi_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-#include <uv.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -43,33 +43,6 @@ constexpr unsigned kCommandCount = sizeof(kCommandNames) / sizeof(kCommandNames[
 static_assert(DM_VERSION_CMD == 0 && DM_TABLE_LOAD_CMD == 9 && DM_TARGET_MSG_CMD == 14,
               "command numbers");
 static_assert(DM_GET_TARGET_VERSION_CMD == kCommandCount - 1, "command table covers 0..17");
-
-struct SysError {
-  int err;
-  const char* syscall;
-  std::string path;
-};
-
-// Shaped like Node's fs errors: code is the errno name, errno is kept positive as dmkit documents.
-Napi::Error MakeSysError(Napi::Env env, const SysError& e, const std::string& what) {
-  std::string message = std::string(uv_err_name(-e.err)) + ": " + uv_strerror(-e.err) + ", " + what;
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, uv_err_name(-e.err)));
-  error.Set("errno", Napi::Number::New(env, e.err));
-  error.Set("syscall", Napi::String::New(env, e.syscall));
-  if (!e.path.empty()) error.Set("path", Napi::String::New(env, e.path));
-  return error;
-}
-
-Napi::Value ThrowType(Napi::Env env, const char* message) {
-  Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-Napi::Value ThrowRange(Napi::Env env, const std::string& message) {
-  Napi::RangeError::New(env, message).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 bool ReadMiscDev(unsigned* major_out, unsigned* minor_out, SysError* error) {
   int fd = open(kMiscDevPath, O_RDONLY | O_CLOEXEC);
@@ -132,26 +105,13 @@ Napi::Value ControlOpen(const Napi::CallbackInfo& info) {
   SysError error{0, "", ""};
   int fd = OpenControlFd(&error);
   if (fd < 0) {
-    std::string what = std::string(error.syscall) + " '" + error.path + "'";
-    MakeSysError(env, error, what).ThrowAsJavaScriptException();
+    MakeSysError(env, error, DescribeCall(error)).ThrowAsJavaScriptException();
     return env.Undefined();
   }
   return Napi::Number::New(env, fd);
 }
 
-bool GetFd(const Napi::CallbackInfo& info, int* fd) {
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    ThrowType(info.Env(), "fd must be a number");
-    return false;
-  }
-  double value = info[0].As<Napi::Number>().DoubleValue();
-  if (!(value >= 0 && value <= 0x7fffffff) || value != static_cast<int>(value)) {
-    ThrowRange(info.Env(), "fd must be a non-negative 32-bit integer");
-    return false;
-  }
-  *fd = static_cast<int>(value);
-  return true;
-}
+bool GetFd(const Napi::CallbackInfo& info, int* fd) { return GetFdArg(info, 0, "fd", fd); }
 
 Napi::Value ControlClose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

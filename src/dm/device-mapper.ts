@@ -2,6 +2,16 @@
  * The device-mapper control plane: one method per DM ioctl, typed in and out. Every request carries
  * its command's minimum interface version, replies that say BUFFER_FULL are retried with a doubled
  * buffer, and every argument is checked before the kernel sees it.
+ *
+ * With a `system` (DeviceMapper.open() supplies the native one) it also keeps userspace in step:
+ *  - udev running (/run/udev/control exists) and `udev` not 'off': resume, remove, rename and setUuid
+ *    use libdm's cookie protocol (udev.ts) and return once udev has processed the uevent; udev's rules
+ *    own /dev/mapper, so dmkit does not touch it.
+ *  - otherwise, unless `nodes` is 'off': resume (and create with a table) makes /dev/mapper/NAME, rename
+ *    moves it, remove deletes it (nodes.ts). A node that cannot be made or deleted is a warning, not a
+ *    failure: the kernel did what was asked, and mknodes() repairs the directory.
+ * mknodes() reconciles /dev/mapper with the kernel's list whatever the mode. The /dev root is `devDir`,
+ * else $DM_DEV_DIR, else /dev. events() iterates device events through DEV_ARM_POLL and poll().
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { sectors, type Sectors } from '../units';
@@ -46,7 +56,11 @@ import {
   type TargetLine,
   type TargetVersion,
 } from './payload';
+import { DmEventStream, type EventsOptions } from './events';
+import { DeviceNodes, resolveDevDir, type ReconcileReport } from './nodes';
+import { nativeSystem, type DmSystem } from './system';
 import { NativeTransport, type DmTransport } from './transport';
+import { checkUdevFlags, UdevSync, type UdevMode } from './udev';
 
 export const DM_BUFFER_INITIAL = 16 * 1024;
 export const DM_BUFFER_MAX = 32 * 1024 * 1024;
@@ -131,9 +145,15 @@ export interface SuspendOptions {
   readonly noflush?: boolean;
   readonly nolockfs?: boolean;
 }
-/** `udevCookie` is placed in event_nr so udev rules can report completion (libdm's cookie protocol). */
+/**
+ * udev options for resume, remove, rename and setUuid. `udevCookie` is a caller-managed cookie placed
+ * in event_nr as given (as `dmsetup --udevcookie`); dmkit then runs no sync of its own and the caller
+ * waits on the cookie. Otherwise, when udev sync is active, `udevFlags` (UdevFlag bits) go into the
+ * upper half of event_nr beside dmkit's own cookie and DM_UDEV_PRIMARY_SOURCE.
+ */
 export interface UdevOptions {
   readonly udevCookie?: number;
+  readonly udevFlags?: number;
 }
 export interface RemoveOptions extends UdevOptions {
   readonly deferred?: boolean;
@@ -152,6 +172,18 @@ export interface DeviceMapperOptions {
   readonly sleep?: (ms: number) => Promise<void>;
   readonly initialBufferSize?: number;
   readonly maxBufferSize?: number;
+  /** Filesystem, semaphores and udev detection. Without it neither nodes nor udev are managed. */
+  readonly system?: DmSystem;
+  /** The /dev root for nodes; default $DM_DEV_DIR, else /dev. */
+  readonly devDir?: string;
+  /** 'auto' (default): make /dev/mapper nodes when udev does not; 'off': never (mknodes() still works). */
+  readonly nodes?: 'auto' | 'off';
+  /** 'auto' (default): cookie sync when udev runs; 'off': never sync, treat udev as absent. */
+  readonly udev?: UdevMode;
+  /** How long to wait for udev per command (default 30 s); a timeout is a warning. */
+  readonly udevTimeoutMs?: number;
+  /** Where warnings go (default process.emitWarning). */
+  readonly warn?: (message: string) => void;
 }
 
 interface Request {
@@ -249,11 +281,19 @@ function decodeWith<T>(fn: () => T, command: string, device: string | undefined)
   }
 }
 
+const defaultWarn = (message: string): void => process.emitWarning(message, { type: 'DmkitWarning' });
+
 export class DeviceMapper {
   private kernel: DmVersion | undefined;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly initialBufferSize: number;
   private readonly maxBufferSize: number;
+  /** /dev/mapper management; undefined without a system. */
+  readonly nodes: DeviceNodes | undefined;
+  private readonly autoNodes: boolean;
+  private readonly udev: UdevSync;
+  private readonly warn: (message: string) => void;
+  private eventStream: DmEventStream | undefined;
 
   constructor(
     readonly transport: DmTransport,
@@ -262,15 +302,39 @@ export class DeviceMapper {
     this.sleep = options.sleep ?? ((ms) => delay(ms));
     this.initialBufferSize = options.initialBufferSize ?? DM_BUFFER_INITIAL;
     this.maxBufferSize = options.maxBufferSize ?? DM_BUFFER_MAX;
+    this.warn = options.warn ?? defaultWarn;
+    const system = options.system;
+    this.nodes = system && new DeviceNodes(system.nodeFs, resolveDevDir(options.devDir));
+    this.autoNodes = options.nodes !== 'off';
+    this.udev = new UdevSync({
+      mode: options.udev ?? 'auto',
+      semaphores: system?.semaphores,
+      exists: (path) => system?.exists(path) ?? false,
+      timeoutMs: options.udevTimeoutMs,
+      warn: this.warn,
+    });
   }
 
-  /** Opens /dev/mapper/control (creating the node if needed). */
+  /** Opens /dev/mapper/control (creating the node if needed), with the native system for nodes and udev. */
   static open(options: DeviceMapperOptions = {}): DeviceMapper {
-    return new DeviceMapper(NativeTransport.open(), options);
+    return new DeviceMapper(NativeTransport.open(), { ...options, system: options.system ?? nativeSystem() });
   }
 
+  /** Ends a running events() iteration, then closes the transport. */
   async close(): Promise<void> {
+    await this.eventStream?.return();
     await this.transport.close?.();
+  }
+
+  /** True when commands sync with udev now (udev runs and sync is not off). */
+  get udevSyncActive(): boolean {
+    return this.udev.active();
+  }
+
+  /** /dev/mapper/NAME under this instance's /dev root. */
+  devicePath(name: string): string {
+    validateName(name);
+    return this.nodes?.path(name) ?? `/dev/mapper/${name}`;
   }
 
   /** The kernel's interface version, as reported in the last reply (undefined before any call). */
@@ -284,6 +348,7 @@ export class DeviceMapper {
 
   async removeAll(opts: { deferred?: boolean } = {}): Promise<void> {
     await this.run(DmCommand.REMOVE_ALL, { flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE) }, () => undefined);
+    if (this.managedNodes()) await this.mknodes().catch((e: unknown) => this.nodeWarning('remove all', e));
   }
 
   async list(): Promise<DeviceListEntry[]> {
@@ -333,54 +398,87 @@ export class DeviceMapper {
     return this.run(DmCommand.DEV_SUSPEND, { ...idFields(id), flags }, (r) => infoFromHeader(r.header));
   }
 
+  /** Resumes (DEV_SUSPEND without SUSPEND): udev-synced, and makes /dev/mapper/NAME when dmkit owns nodes. */
   async resume(id: DevId, opts: UdevOptions = {}): Promise<DeviceInfo> {
-    const request: Request = { ...idFields(id), eventNr: this.cookie(opts) };
-    return this.run(DmCommand.DEV_SUSPEND, request, (r) => infoFromHeader(r.header));
+    const fields = idFields(id);
+    const info = await this.udevSynced('resume', opts, (eventNr) =>
+      this.run(DmCommand.DEV_SUSPEND, { ...fields, eventNr }, (r) => infoFromHeader(r.header)),
+    );
+    this.updateNodes(`resume ${info.name}`, (nodes) => void nodes.ensure(info.name, info.dev));
+    return info;
   }
 
+  /** Removes a device: udev-synced, and deletes /dev/mapper/NAME when dmkit owns nodes (unless deferred). */
   async remove(id: DevId, opts: RemoveOptions = {}): Promise<RemoveResult> {
-    const request: Request = {
-      ...idFields(id),
-      flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE),
-      eventNr: this.cookie(opts),
-    };
+    const request: Request = { ...idFields(id), flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE) };
     const policy = retryPolicy(opts.retry);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.run(DmCommand.DEV_REMOVE, request, (r) => ({
-          deferred: (r.header.flags & DmFlag.DEFERRED_REMOVE) !== 0,
-          ...ueventResult(r.header),
-        }));
-      } catch (e) {
-        if (!(e instanceof DmError && e.code === 'EBUSY') || attempt >= policy.count) throw e;
-        await this.sleep(policy.intervalMs);
-      }
+    const name = id.name ?? (await this.nodeName(id));
+    const result = await this.udevSynced('remove', opts, (eventNr) =>
+      this.removeRetrying({ ...request, eventNr }, policy),
+    );
+    if (!result.deferred && name !== undefined) {
+      this.updateNodes(`remove ${name}`, (nodes) => void nodes.remove(name));
     }
+    return result;
   }
 
-  /** Renames a device. The kernel's reply still carries the old name, so only the uevent flag is returned. */
+  /**
+   * Renames a device (udev-synced; moves /dev/mapper/NAME when dmkit owns nodes). The kernel's reply
+   * still carries the old name, so only the uevent flag is returned.
+   */
   async rename(id: NameId, newName: string, opts: UdevOptions = {}): Promise<UeventResult> {
     validateNameId(id);
     validateName(newName);
-    const request: Request = {
-      ...idFields(id),
-      payload: encodeCString(newName, 'new name'),
-      eventNr: this.cookie(opts),
-    };
-    return this.run(DmCommand.DEV_RENAME, request, (r) => ueventResult(r.header));
+    const request: Request = { ...idFields(id), payload: encodeCString(newName, 'new name') };
+    const result = await this.udevSynced('rename', opts, (eventNr) =>
+      this.run(DmCommand.DEV_RENAME, { ...request, eventNr }, (r) => ueventResult(r.header)),
+    );
+    if (this.managedNodes()) await this.moveNode(id.name, newName);
+    return result;
   }
 
-  /** Gives a device without a uuid its uuid (the kernel refuses to change an existing one). */
+  /** Gives a device without a uuid its uuid (the kernel refuses to change an existing one); udev-synced. */
   async setUuid(id: NameId, uuid: string, opts: UdevOptions = {}): Promise<UeventResult> {
     validateNameId(id);
     validateUuid(uuid);
-    const request: Request = {
-      ...idFields(id),
-      flags: DmFlag.UUID,
-      payload: encodeCString(uuid, 'new uuid'),
-      eventNr: this.cookie(opts),
+    const request: Request = { ...idFields(id), flags: DmFlag.UUID, payload: encodeCString(uuid, 'new uuid') };
+    return this.udevSynced('set uuid', opts, (eventNr) =>
+      this.run(DmCommand.DEV_RENAME, { ...request, eventNr }, (r) => ueventResult(r.header)),
+    );
+  }
+
+  /**
+   * `dmsetup mknodes`: makes /dev/mapper/NAME for every device (or just `name`) and deletes block nodes
+   * of the DM major that no device owns. Works whatever the nodes/udev modes; needs a system.
+   */
+  async mknodes(name?: string): Promise<ReconcileReport> {
+    if (name !== undefined) validateName(name);
+    const nodes = this.nodes;
+    if (!nodes) throw new DmError('mknodes needs a system (use DeviceMapper.open())', { code: 'ERR_DM_UNSUPPORTED' });
+    return nodes.reconcile(await this.list(), name);
+  }
+
+  /**
+   * Device events: an async iterator of devices whose event_nr changed, through DEV_ARM_POLL and
+   * poll() on the control fd. One iteration at a time per DeviceMapper (they share the armed fd);
+   * `break`, return(), the signal or close() end it at once. Await `ready` before causing events.
+   */
+  events(opts: EventsOptions = {}): DmEventStream {
+    const wait = this.transport.waitReadable?.bind(this.transport);
+    if (!wait) throw new DmError('this transport cannot wait for events', { code: 'ERR_DM_UNSUPPORTED' });
+    if (this.eventStream && !this.eventStream.done) {
+      throw new DmError('an events() iteration is already running on this DeviceMapper', { code: 'ERR_DM_BUSY' });
+    }
+    const source = {
+      armPoll: () => this.armPoll(),
+      list: () => this.list(),
+      waitReadable: (signal: AbortSignal) =>
+        wait(signal).catch((e: unknown) => {
+          throw wrapTransportError(e, 'poll', undefined);
+        }),
     };
-    return this.run(DmCommand.DEV_RENAME, request, (r) => ueventResult(r.header));
+    this.eventStream = new DmEventStream(source, opts);
+    return this.eventStream;
   }
 
   async info(id: DevId, opts: QueryOptions = {}): Promise<DeviceInfo> {
@@ -468,8 +566,67 @@ export class DeviceMapper {
 
   // ---- internals ----
 
-  private cookie(opts: UdevOptions): number {
-    return opts.udevCookie === undefined ? 0 : checkU32(opts.udevCookie, 'udev cookie');
+  /** Runs a resume/remove/rename with the caller's cookie, with dmkit's udev sync, or plainly. */
+  private udevSynced<T extends DeviceInfo | UeventResult>(
+    what: string,
+    opts: UdevOptions,
+    run: (eventNr: number) => Promise<T>,
+  ): Promise<T> {
+    if (opts.udevCookie !== undefined) return run(checkU32(opts.udevCookie, 'udev cookie'));
+    const flags = checkUdevFlags(opts.udevFlags ?? 0);
+    const ueventGenerated = (r: T): boolean => ('flags' in r ? r.flags.ueventGenerated : r.ueventGenerated);
+    return this.udev.run({ what, flags, run, ueventGenerated });
+  }
+
+  private async removeRetrying(request: Request, policy: RetryPolicy): Promise<RemoveResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.run(DmCommand.DEV_REMOVE, request, (r) => ({
+          deferred: (r.header.flags & DmFlag.DEFERRED_REMOVE) !== 0,
+          ...ueventResult(r.header),
+        }));
+      } catch (e) {
+        if (!(e instanceof DmError && e.code === 'EBUSY') || attempt >= policy.count) throw e;
+        await this.sleep(policy.intervalMs);
+      }
+    }
+  }
+
+  /** The node manager when dmkit owns /dev/mapper now: a system, nodes not off, udev not syncing. */
+  private managedNodes(): DeviceNodes | undefined {
+    return this.autoNodes && !this.udev.active() ? this.nodes : undefined;
+  }
+
+  private updateNodes(what: string, update: (nodes: DeviceNodes) => void): void {
+    const nodes = this.managedNodes();
+    if (!nodes) return;
+    try {
+      update(nodes);
+    } catch (e) {
+      this.nodeWarning(what, e);
+    }
+  }
+
+  private nodeWarning(what: string, e: unknown): void {
+    this.warn(`${what}: /dev/mapper not updated: ${(e as Error).message}`);
+  }
+
+  /** A device addressed by uuid: its name, for the node to delete after removal. */
+  private async nodeName(id: DevId): Promise<string | undefined> {
+    if (!this.managedNodes()) return undefined;
+    return this.info(id).then(
+      (info) => info.name,
+      () => undefined, // the removal itself reports a missing device
+    );
+  }
+
+  private async moveNode(oldName: string, newName: string): Promise<void> {
+    try {
+      const { dev } = await this.info({ name: newName });
+      this.nodes?.rename(oldName, newName, dev);
+    } catch (e) {
+      this.nodeWarning(`rename ${oldName} to ${newName}`, e);
+    }
   }
 
   private async activate(id: DevId, targets: readonly TargetLine[], readOnly?: boolean): Promise<DeviceInfo> {

@@ -99,24 +99,43 @@ describe('DeviceMapper against dmsetup', () => {
     assert.match(dmsetup('info', 'api-linear'), /State:\s+ACTIVE/);
   });
 
-  test('a thin-pool low-water-mark event arrives', async () => {
+  test('a thin-pool low-water-mark event arrives through the event iterator', async () => {
     const pool = { name: 'api-pool' };
     const before = await dm.info(pool);
-    // 32 MiB of 64 KiB blocks = 512 blocks; the low water mark is 16 free blocks. Fill past it.
-    const wait = dm.waitEvent(pool, before.eventNr);
-    const thin = `/dev/dm-${(await dm.info({ name: 'api-thin' })).dev.minor}`;
-    stamp(thin, { start: sectors(0), length: sectors((512n - 8n) * 128n) }, 5);
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      wait,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('no event within 60 s')), 60_000);
-      }),
-    ]).finally(() => clearTimeout(timer));
-    assert.ok(result.info.eventNr > before.eventNr, `event nr ${before.eventNr} -> ${result.info.eventNr}`);
+    const watcher = DeviceMapper.open();
+    const stream = watcher.events();
+    try {
+      await stream.ready;
+      // 32 MiB of 64 KiB blocks = 512 blocks; the low water mark is 16 free blocks. Fill past it.
+      const thin = `/dev/dm-${(await dm.info({ name: 'api-thin' })).dev.minor}`;
+      stamp(thin, { start: sectors(0), length: sectors((512n - 8n) * 128n) }, 5);
+      let timer: NodeJS.Timeout | undefined;
+      const seen = (async () => {
+        for await (const ev of stream) if (ev.name === pool.name) return ev;
+        throw new Error('event stream ended');
+      })();
+      const ev = await Promise.race([
+        seen,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('no pool event within 60 s')), 60_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert.ok(ev.eventNr > before.eventNr, `event nr ${before.eventNr} -> ${ev.eventNr}`);
+    } finally {
+      await watcher.close();
+    }
     const fields = (await dm.status(pool))[0]!.status.split(/\s+/);
     const [used, total] = fields[2]!.split('/').map(Number);
     assert.ok(total! - used! < 16, `free data blocks ${total! - used!} are below the low water mark`);
+  });
+
+  test('waitEvent returns once the device event counter moves', async () => {
+    const before = await dm.info({ name: 'api-linear' });
+    const wait = dm.waitEvent({ name: 'api-linear' }, before.eventNr);
+    await dm.rename({ name: 'api-linear' }, 'api-linear-2');
+    await dm.rename({ name: 'api-linear-2' }, 'api-linear');
+    const result = await wait;
+    assert.ok(result.info.eventNr > before.eventNr);
   });
 
   test('message replies come back (DM_DATA_OUT)', async () => {

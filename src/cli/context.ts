@@ -1,0 +1,97 @@
+/** What a running command can use: output, input, and the control device opened on first use. */
+import type { DevId, DeviceMapper } from '../dm';
+import { isSystemError } from '../dm';
+import { CliError, ExitCode, usageError } from './errors';
+import { renderJson } from './output';
+import type { Runtime } from './runtime';
+
+export const NOT_ROOT = 'ERR_NOT_ROOT';
+
+/** Quotes an argument for the "try sudo" hint only when the shell would need it. */
+export const shellQuote = (arg: string): string =>
+  /^[\w./:=@%+,-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+
+export class CommandContext {
+  private handle: DeviceMapper | undefined;
+
+  constructor(
+    readonly runtime: Runtime,
+    /** The command line as given, for the "try sudo" hint. */
+    readonly args: readonly string[],
+  ) {}
+
+  /** The control device; refuses non-root callers before touching it. */
+  async dm(): Promise<DeviceMapper> {
+    if (this.handle) return this.handle;
+    if (this.runtime.uid !== 0) throw this.notRoot();
+    try {
+      this.handle = await this.runtime.openDm();
+    } catch (e) {
+      throw this.openFailure(e);
+    }
+    return this.handle;
+  }
+
+  async close(): Promise<void> {
+    const h = this.handle;
+    this.handle = undefined;
+    await h?.close();
+  }
+
+  /** Prints lines of text (a newline is added to each). */
+  print(...lines: string[]): void {
+    if (lines.length) this.runtime.stdout(`${lines.join('\n')}\n`);
+  }
+
+  /** Prints text exactly as given. */
+  write(text: string): void {
+    if (text) this.runtime.stdout(text);
+  }
+
+  printJson(value: unknown): void {
+    this.runtime.stdout(renderJson(value));
+  }
+
+  warn(message: string): void {
+    this.runtime.stderr(`dmkit: ${message}\n`);
+  }
+
+  /** Reads table text from stdin; a terminal on stdin counts as nothing given. */
+  async stdinText(): Promise<string> {
+    const text = await this.runtime.readStdin();
+    if (text === undefined) {
+      throw usageError(`no table: give --table LINE, --table-file FILE, a file argument, or pipe one on stdin`);
+    }
+    return text;
+  }
+
+  private notRoot(): CliError {
+    const hint = ['sudo', 'dmkit', ...this.args.map(shellQuote)].join(' ');
+    return new CliError(`device-mapper needs root; try ${hint}`, NOT_ROOT, ExitCode.NOT_PERMITTED);
+  }
+
+  private openFailure(e: unknown): unknown {
+    if (!isSystemError(e)) {
+      const why = e instanceof Error ? e.message : String(e);
+      return new CliError(`cannot open the device-mapper control device: ${why}`, 'ERR_DM_OPEN', ExitCode.FAILED);
+    }
+    if (e.code === 'EACCES' || e.code === 'EPERM') return this.notRoot();
+    const hint = e.code === 'ENOENT' || e.code === 'ENODEV' ? ' (is the dm_mod module loaded?)' : '';
+    return new CliError(`cannot open /dev/mapper/control: ${e.message}${hint}`, e.code, ExitCode.FAILED);
+  }
+}
+
+/** `NAME` or `-u UUID`, exactly one, as dmsetup takes a device. */
+export function deviceId(name: string | undefined, uuid: string | undefined): DevId {
+  if (name !== undefined && uuid !== undefined) {
+    throw usageError(`give the device as NAME or as -u UUID, not both`);
+  }
+  if (name !== undefined) return { name };
+  if (uuid !== undefined) return { uuid };
+  throw usageError(`which device? give NAME or -u UUID`);
+}
+
+/** The optional device of listing commands: undefined means every device. */
+export function optionalDeviceId(name: string | undefined, uuid: string | undefined): DevId | undefined {
+  return name === undefined && uuid === undefined ? undefined : deviceId(name, uuid);
+}

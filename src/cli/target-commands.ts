@@ -1,0 +1,463 @@
+/**
+ * Per-target commands built on src/targets: `dmkit era|clone|cache|snapshot <verb>`. Tables come from
+ * the typed builders, so a bad value is refused (exit 2) before the kernel sees it. `create` sizes the
+ * device from a backing device (sysfs, in 512-byte sectors) unless --length is given, and `--dry-run`
+ * prints the table line instead of creating anything.
+ */
+import type { Argv } from 'yargs';
+import type { DevId, DeviceMapper, TargetLine, TargetStatus } from '../dm';
+import {
+  cache,
+  cacheMessages,
+  clone,
+  cloneMessages,
+  codecFor,
+  era,
+  eraMessages,
+  snapshot,
+  snapshotMerge,
+  snapshotOrigin,
+  targetKind,
+  type CacheIoMode,
+  type SnapshotStore,
+  type TargetKind,
+} from '../targets';
+import { sectors, targetBlocks, type Sectors, type TargetBlocks } from '../units';
+import { jsonOpt, nameArg, uuidOpt, type CommandGroup, type Schedule } from './commands';
+import { deviceId, type CommandContext } from './context';
+import { CliError, ExitCode, usageError } from './errors';
+import { toJson, type Json } from './output';
+import { parseSectors } from './table-text';
+
+/** A codec's type names: the in-tree one first, dmkit's second. */
+interface Named {
+  readonly names: readonly string[];
+}
+
+const typeName = (codec: Named, dmkit: boolean): string => (dmkit ? codec.names[1]! : codec.names[0]!);
+
+function parseRegions(text: string, what: string): TargetBlocks {
+  if (!/^\d+$/.test(text)) throw usageError(`${what} must be a whole number of regions, got ${JSON.stringify(text)}`);
+  return targetBlocks(BigInt(text));
+}
+
+interface CreateArgs {
+  name: string;
+  uuid?: string;
+  readonly: boolean;
+  dmkit: boolean;
+  length?: string;
+  dryRun: boolean;
+}
+
+/** Options every `<target> create` takes. */
+function createOptions(b: Argv, sizeFrom: string): Argv {
+  return b
+    .positional('name', nameArg)
+    .option('uuid', { alias: 'u', type: 'string', requiresArg: true, describe: 'the new device uuid' })
+    .option('readonly', { alias: 'r', type: 'boolean', default: false, describe: 'create read-only' })
+    .option('dmkit', { type: 'boolean', default: false, describe: "use dmkit's module (dmkit-<type>) instead of the in-tree target" })
+    .option('length', { type: 'string', requiresArg: true, describe: `device length in sectors (default: the size of ${sizeFrom})` })
+    .option('dry-run', { type: 'boolean', default: false, describe: 'print the table line instead of creating the device' });
+}
+
+/** The device length: --length, or the backing device's size. */
+async function deviceLength(ctx: CommandContext, a: CreateArgs, sizeFrom: string): Promise<Sectors> {
+  if (a.length !== undefined) return parseSectors(a.length, '--length');
+  return ctx.runtime.blockDeviceSectors(sizeFrom);
+}
+
+async function createDevice(ctx: CommandContext, a: CreateArgs, sizeFrom: string, build: (length: Sectors) => TargetLine): Promise<void> {
+  const line = build(await deviceLength(ctx, a, sizeFrom));
+  if (a.dryRun) {
+    ctx.print(`${line.start} ${line.length} ${line.type} ${line.params}`);
+    return;
+  }
+  await (await ctx.dm()).create(a.name, { uuid: a.uuid, readOnly: a.readonly, targets: [line] });
+}
+
+/** The device's first live target of one of these kinds (in-tree or dmkit name). */
+async function findTarget(dm: DeviceMapper, id: DevId, kinds: readonly TargetKind[], label: string): Promise<TargetLine> {
+  const table = await dm.table(id);
+  const found = table.find((t) => {
+    const kind = targetKind(t.type);
+    return kind !== undefined && kinds.includes(kind);
+  });
+  if (!found) {
+    const what = id.name ?? `uuid ${id.uuid}`;
+    throw new CliError(`${what} has no ${label} target (table: ${table.map((t) => t.type).join(', ') || 'none'})`, 'ERR_NO_SUCH_TARGET', ExitCode.NOT_FOUND);
+  }
+  return found;
+}
+
+/** Sends a message to the device's target of that kind, at its start sector. */
+async function messageTarget(ctx: CommandContext, id: DevId, kinds: readonly TargetKind[], label: string, text: string): Promise<string | undefined> {
+  const dm = await ctx.dm();
+  const target = await findTarget(dm, id, kinds, label);
+  return dm.message(id, target.start, text);
+}
+
+interface ParsedStatus {
+  readonly line: TargetStatus;
+  readonly parsed: Json;
+  readonly parseError?: string;
+}
+
+function parseStatusLine(line: TargetStatus): ParsedStatus {
+  try {
+    const parsed = codecFor(line.type)?.parseStatus(line.status);
+    return { line, parsed: parsed === undefined ? null : toJson(parsed) };
+  } catch (e) {
+    return { line, parsed: null, parseError: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+async function targetStatuses(dm: DeviceMapper, id: DevId, kinds: readonly TargetKind[], label: string): Promise<ParsedStatus[]> {
+  const lines = (await dm.status(id)).filter((t) => {
+    const kind = targetKind(t.type);
+    return kind !== undefined && kinds.includes(kind);
+  });
+  if (lines.length === 0) await findTarget(dm, id, kinds, label); // throws the "has no target" error
+  return lines.map(parseStatusLine);
+}
+
+const fieldText = (v: Json): string => {
+  if (v === null) return '-';
+  if (Array.isArray(v)) return v.map(fieldText).join(' ') || '-';
+  if (typeof v === 'object') return Object.entries(v).map(([k, x]) => `${k}=${fieldText(x)}`).join(' ') || '-';
+  return String(v);
+};
+
+/** Human status: the raw line, then one `key: value` line per parsed field. */
+function statusText(s: ParsedStatus): string[] {
+  const { line } = s;
+  const head = `${line.start} ${line.length} ${line.type} ${line.status}`;
+  if (s.parseError !== undefined) return [head, `  (not understood: ${s.parseError})`];
+  if (s.parsed === null || typeof s.parsed !== 'object' || Array.isArray(s.parsed)) return [head];
+  return [head, ...Object.entries(s.parsed).map(([k, v]) => `  ${k}: ${fieldText(v)}`)];
+}
+
+const statusJson = (s: ParsedStatus): Json => ({
+  start: s.line.start.toString(),
+  length: s.line.length.toString(),
+  type: s.line.type,
+  status: s.line.status,
+  parsed: s.parsed,
+  ...(s.parseError === undefined ? {} : { parseError: s.parseError }),
+});
+
+/** `<target> status NAME [--json]`: the typed status of that target on the device. */
+function statusCommand(y: Argv, schedule: Schedule, group: string, kinds: readonly TargetKind[]): Argv {
+  return y.command(
+    'status [name]',
+    `Show the parsed ${group} status`,
+    (b) => b.positional('name', nameArg).option('uuid', uuidOpt).option('json', jsonOpt),
+    (argv) => {
+      const a = argv as unknown as { name?: string; uuid?: string; json: boolean };
+      schedule(`${group} status`, async (ctx) => {
+        const id = deviceId(a.name, a.uuid);
+        const dm = await ctx.dm();
+        const statuses = await targetStatuses(dm, id, kinds, group);
+        if (a.json) {
+          const info = await dm.info(id);
+          ctx.printJson({ name: info.name, uuid: info.uuid || null, targets: statuses.map(statusJson) });
+        } else {
+          ctx.print(...statuses.flatMap(statusText));
+        }
+      });
+    },
+  );
+}
+
+// ---- era ----
+
+const eraCommands = (y: Argv, schedule: Schedule): Argv => {
+  y = y
+    .command(
+      'create <name>',
+      'Create an era device over ORIGIN (length: the origin size)',
+      (b) =>
+        createOptions(b, '--origin')
+          .option('metadata', { type: 'string', demandOption: true, requiresArg: true, describe: 'metadata device' })
+          .option('origin', { type: 'string', demandOption: true, requiresArg: true, describe: 'origin device' })
+          .option('block-size', { type: 'string', demandOption: true, requiresArg: true, describe: 'tracking block size in sectors (a multiple of 8)' }),
+      (argv) => {
+        const a = argv as unknown as CreateArgs & { metadata: string; origin: string; blockSize: string };
+        schedule('era create', (ctx) =>
+          createDevice(ctx, a, a.origin, (length) =>
+            era.line(
+              { metadataDevice: a.metadata, originDevice: a.origin, blockSize: parseSectors(a.blockSize, '--block-size') },
+              { start: sectors(0), length, type: typeName(era, a.dmkit) },
+            ),
+          ),
+        );
+      },
+    )
+    .command(
+      'checkpoint [name]',
+      'Start a new era; prints the era now current (read back from the status, as the kernel docs advise)',
+      (b) => b.positional('name', nameArg).option('uuid', uuidOpt).option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name?: string; uuid?: string; json: boolean };
+        schedule('era checkpoint', async (ctx) => {
+          const id = deviceId(a.name, a.uuid);
+          await messageTarget(ctx, id, ['era'], 'era', eraMessages.checkpoint());
+          const [s] = await targetStatuses(await ctx.dm(), id, ['era'], 'era');
+          const current = s && s.parsed !== null && typeof s.parsed === 'object' && !Array.isArray(s.parsed) ? (s.parsed.currentEra ?? null) : null;
+          if (a.json) ctx.printJson({ ...(await nameAndUuid(ctx, id)), currentEra: current });
+          else if (current !== null) ctx.print(`era ${fieldText(current)}`);
+        });
+      },
+    )
+    .command(
+      'metadata-snap <name> <action>',
+      'Take or drop the metadata snapshot that era_invalidate --metadata-snapshot reads (take|drop)',
+      (b) => b.positional('name', nameArg).positional('action', { type: 'string', choices: ['take', 'drop'] }),
+      (argv) => {
+        const a = argv as unknown as { name: string; action: 'take' | 'drop' };
+        schedule('era metadata-snap', async (ctx) => {
+          const text = a.action === 'take' ? eraMessages.takeMetadataSnap() : eraMessages.dropMetadataSnap();
+          await messageTarget(ctx, { name: a.name }, ['era'], 'era', text);
+        });
+      },
+    );
+  return statusCommand(y, schedule, 'era', ['era']);
+};
+
+async function nameAndUuid(ctx: CommandContext, id: DevId): Promise<{ name: string; uuid: string | null }> {
+  const info = await (await ctx.dm()).info(id);
+  return { name: info.name, uuid: info.uuid || null };
+}
+
+// ---- clone ----
+
+const HYDRATION_ACTIONS = ['enable', 'disable', 'threshold', 'batch-size'] as const;
+
+const cloneCommands = (y: Argv, schedule: Schedule): Argv => {
+  y = y
+    .command(
+      'create <name>',
+      'Create a clone device: DEST becomes a copy of SOURCE, hydrated in the background (length: the source size)',
+      (b) =>
+        createOptions(b, '--source')
+          .option('metadata', { type: 'string', demandOption: true, requiresArg: true, describe: 'metadata device' })
+          .option('dest', { type: 'string', demandOption: true, requiresArg: true, describe: 'destination device' })
+          .option('source', { type: 'string', demandOption: true, requiresArg: true, describe: 'source device' })
+          .option('region-size', { type: 'string', demandOption: true, requiresArg: true, describe: 'region size in sectors (a power of 2, 8..2097152)' })
+          .option('hydration', { type: 'boolean', default: true, describe: 'hydrate in the background (--no-hydration: start with it off)' })
+          .option('discard-passdown', { type: 'boolean', default: true, describe: 'pass discards to the destination' })
+          .option('hydration-threshold', { type: 'string', requiresArg: true, describe: 'regions hydrating at once' })
+          .option('batch-size', { type: 'string', requiresArg: true, describe: 'regions batched into one copy' }),
+      (argv) => {
+        const a = argv as unknown as CreateArgs & {
+          metadata: string;
+          dest: string;
+          source: string;
+          regionSize: string;
+          hydration: boolean;
+          discardPassdown: boolean;
+          hydrationThreshold?: string;
+          batchSize?: string;
+        };
+        schedule('clone create', (ctx) =>
+          createDevice(ctx, a, a.source, (length) =>
+            clone.line(
+              {
+                metadataDevice: a.metadata,
+                destinationDevice: a.dest,
+                sourceDevice: a.source,
+                regionSize: parseSectors(a.regionSize, '--region-size'),
+                noHydration: !a.hydration,
+                noDiscardPassdown: !a.discardPassdown,
+                hydrationThreshold: a.hydrationThreshold === undefined ? null : parseRegions(a.hydrationThreshold, '--hydration-threshold'),
+                hydrationBatchSize: a.batchSize === undefined ? null : parseRegions(a.batchSize, '--batch-size'),
+              },
+              { start: sectors(0), length, type: typeName(clone, a.dmkit) },
+            ),
+          ),
+        );
+      },
+    )
+    .command(
+      'hydration <name> <action> [value]',
+      'Control background hydration: enable | disable | threshold N | batch-size N (N in regions)',
+      (b) =>
+        b
+          .positional('name', nameArg)
+          .positional('action', { type: 'string', choices: HYDRATION_ACTIONS })
+          .positional('value', { type: 'string', describe: 'regions, for threshold and batch-size' }),
+      (argv) => {
+        const a = argv as unknown as { name: string; action: (typeof HYDRATION_ACTIONS)[number]; value?: string };
+        schedule('clone hydration', async (ctx) => {
+          const needsValue = a.action === 'threshold' || a.action === 'batch-size';
+          if (needsValue !== (a.value !== undefined)) {
+            throw usageError(needsValue ? `hydration ${a.action} needs a number of regions` : `hydration ${a.action} takes no value`);
+          }
+          const text =
+            a.action === 'enable'
+              ? cloneMessages.enableHydration()
+              : a.action === 'disable'
+                ? cloneMessages.disableHydration()
+                : a.action === 'threshold'
+                  ? cloneMessages.hydrationThreshold(parseRegions(a.value!, 'threshold'))
+                  : cloneMessages.hydrationBatchSize(parseRegions(a.value!, 'batch-size'));
+          await messageTarget(ctx, { name: a.name }, ['clone'], 'clone', text);
+        });
+      },
+    );
+  return statusCommand(y, schedule, 'clone', ['clone']);
+};
+
+// ---- cache ----
+
+const IO_MODES: readonly CacheIoMode[] = ['writeback', 'writethrough', 'passthrough'];
+
+const cacheCommands = (y: Argv, schedule: Schedule): Argv => {
+  y = y
+    .command(
+      'create <name>',
+      'Create a cache device: CACHE (fast) in front of ORIGIN (length: the origin size)',
+      (b) =>
+        createOptions(b, '--origin')
+          .option('metadata', { type: 'string', demandOption: true, requiresArg: true, describe: 'metadata device' })
+          .option('cache', { type: 'string', demandOption: true, requiresArg: true, describe: 'fast cache device' })
+          .option('origin', { type: 'string', demandOption: true, requiresArg: true, describe: 'slow origin device' })
+          .option('block-size', { type: 'string', demandOption: true, requiresArg: true, describe: 'cache block size in sectors (a multiple of 64)' })
+          .option('mode', { type: 'string', choices: IO_MODES, describe: 'io mode (kernel default: writeback)' })
+          .option('policy', { type: 'string', requiresArg: true, describe: 'smq, mq, cleaner or default' })
+          .option('metadata2', { type: 'boolean', default: false, describe: 'use the version 2 metadata format' })
+          .option('discard-passdown', { type: 'boolean', default: true, describe: 'pass discards to the origin' })
+          .option('migration-threshold', { type: 'string', requiresArg: true, describe: 'sectors of migration IO in flight' }),
+      (argv) => {
+        const a = argv as unknown as CreateArgs & {
+          metadata: string;
+          cache: string;
+          origin: string;
+          blockSize: string;
+          mode?: CacheIoMode;
+          policy?: string;
+          metadata2: boolean;
+          discardPassdown: boolean;
+          migrationThreshold?: string;
+        };
+        schedule('cache create', (ctx) =>
+          createDevice(ctx, a, a.origin, (length) =>
+            cache.line(
+              {
+                metadataDevice: a.metadata,
+                cacheDevice: a.cache,
+                originDevice: a.origin,
+                blockSize: parseSectors(a.blockSize, '--block-size'),
+                ioMode: a.mode ?? null,
+                metadata2: a.metadata2,
+                noDiscardPassdown: !a.discardPassdown,
+                policy: a.policy,
+                migrationThreshold: a.migrationThreshold === undefined ? null : parseSectors(a.migrationThreshold, '--migration-threshold'),
+              },
+              { start: sectors(0), length, type: typeName(cache, a.dmkit) },
+            ),
+          ),
+        );
+      },
+    )
+    .command(
+      'migration-threshold <name> <sectors>',
+      'Change how much migration IO may be in flight',
+      (b) => b.positional('name', nameArg).positional('sectors', { type: 'string' }),
+      (argv) => {
+        const a = argv as unknown as { name: string; sectors: string };
+        schedule('cache migration-threshold', async (ctx) => {
+          const text = cacheMessages.migrationThreshold(parseSectors(a.sectors, 'sectors'));
+          await messageTarget(ctx, { name: a.name }, ['cache'], 'cache', text);
+        });
+      },
+    );
+  return statusCommand(y, schedule, 'cache', ['cache']);
+};
+
+// ---- snapshot ----
+
+const STORES: readonly SnapshotStore[] = ['P', 'PO', 'N'];
+
+interface SnapshotArgs extends CreateArgs {
+  origin: string;
+  cow: string;
+  chunkSize: string;
+  store: SnapshotStore;
+  discardZeroesCow: boolean;
+  discardPassdownOrigin: boolean;
+}
+
+const snapshotOptions = (b: Argv, stores: readonly SnapshotStore[]): Argv =>
+  createOptions(b, '--origin')
+    .option('origin', { type: 'string', demandOption: true, requiresArg: true, describe: 'origin device' })
+    .option('cow', { type: 'string', demandOption: true, requiresArg: true, describe: 'copy-on-write (exception store) device' })
+    .option('chunk-size', { type: 'string', demandOption: true, requiresArg: true, describe: 'chunk size in sectors (a power of 2; 0: from the COW header)' })
+    .option('store', { type: 'string', choices: stores, default: 'P', describe: 'P persistent, PO persistent with overflow, N transient' })
+    .option('discard-zeroes-cow', { type: 'boolean', default: false, describe: 'discards zero COW chunks' })
+    .option('discard-passdown-origin', { type: 'boolean', default: false, describe: 'also pass discards to the origin' });
+
+function snapshotLine(codec: typeof snapshot, a: SnapshotArgs, length: Sectors): TargetLine {
+  return codec.line(
+    {
+      origin: a.origin,
+      cow: a.cow,
+      store: a.store,
+      chunkSize: parseSectors(a.chunkSize, '--chunk-size'),
+      discardZeroesCow: a.discardZeroesCow,
+      discardPassdownOrigin: a.discardPassdownOrigin,
+    },
+    { start: sectors(0), length, type: typeName(codec, a.dmkit) },
+  );
+}
+
+const snapshotCommands = (y: Argv, schedule: Schedule): Argv => {
+  y = y
+    .command(
+      'create <name>',
+      'Create a snapshot of ORIGIN backed by COW (length: the origin size)',
+      (b) => snapshotOptions(b, STORES),
+      (argv) => {
+        const a = argv as unknown as SnapshotArgs;
+        schedule('snapshot create', (ctx) => createDevice(ctx, a, a.origin, (length) => snapshotLine(snapshot, a, length)));
+      },
+    )
+    .command(
+      'origin <name>',
+      'Create a snapshot-origin device over ORIGIN (writes to it copy old data into its snapshots)',
+      (b) => createOptions(b, '--origin').option('origin', { type: 'string', demandOption: true, requiresArg: true, describe: 'origin device' }),
+      (argv) => {
+        const a = argv as unknown as CreateArgs & { origin: string };
+        schedule('snapshot origin', (ctx) =>
+          createDevice(ctx, a, a.origin, (length) =>
+            snapshotOrigin.line({ origin: a.origin }, { start: sectors(0), length, type: typeName(snapshotOrigin, a.dmkit) }),
+          ),
+        );
+      },
+    )
+    .command(
+      'merge <name>',
+      'Create a snapshot-merge device that merges COW back into ORIGIN (persistent stores only)',
+      (b) => snapshotOptions(b, ['P', 'PO']),
+      (argv) => {
+        const a = argv as unknown as SnapshotArgs;
+        schedule('snapshot merge', (ctx) => createDevice(ctx, a, a.origin, (length) => snapshotLine(snapshotMerge, a, length)));
+      },
+    );
+  return statusCommand(y, schedule, 'snapshot', ['snapshot', 'snapshot-merge', 'snapshot-origin']);
+};
+
+const group = (name: string, describe: string, add: (y: Argv, s: Schedule) => Argv): CommandGroup => (y, schedule) =>
+  y.command(name, describe, (b) => add(b, schedule).demandCommand(1, `which ${name} command? (dmkit ${name} --help lists them)`), () => undefined);
+
+export const targetCommands: CommandGroup = (y, schedule) => {
+  for (const g of [
+    group('era', 'dm-era: changed-block tracking (create, checkpoint, metadata-snap, status)', eraCommands),
+    group('clone', 'dm-clone: instant restore with background hydration (create, hydration, status)', cloneCommands),
+    group('cache', 'dm-cache: a fast device in front of a slow one (create, migration-threshold, status)', cacheCommands),
+    group('snapshot', 'dm-snapshot: copy-on-write snapshots (create, origin, merge, status)', snapshotCommands),
+  ]) {
+    y = g(y, schedule);
+  }
+  return y;
+};
