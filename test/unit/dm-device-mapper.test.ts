@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { endianness } from 'node:os';
 import { describe, test } from 'node:test';
 import {
-  decodeHeader,
   DeviceMapper,
   DM_BUFFER_MAX,
   DmArgumentError,
@@ -11,86 +10,11 @@ import {
   DmFlag,
   DmMalformedReplyError,
   encodeTargets,
-  type DmHeader,
-  type DmTransport,
-  type DmVersion,
 } from '../../src/dm';
 import { sectors } from '../../src/units';
+import { errnoError, FakeKernel, nameList, reply, type Call, type Handler } from './dm-fakes';
 
-interface Call {
-  readonly command: DmCommand;
-  readonly header: DmHeader;
-  readonly buffer: Buffer;
-}
-
-type Answer = Buffer | Error;
-type Handler = (call: Call) => Answer;
-
-/** A scripted kernel: records every request and answers through `handler`. */
-class FakeKernel implements DmTransport {
-  readonly calls: Call[] = [];
-  constructor(private readonly handler: Handler) {}
-
-  async ioctl(command: DmCommand, buffer: Buffer): Promise<Buffer> {
-    const call = { command, header: decodeHeader(buffer), buffer: Buffer.from(buffer) };
-    this.calls.push(call);
-    const answer = this.handler(call);
-    if (answer instanceof Error) throw answer;
-    return answer;
-  }
-}
-
-interface ReplyFields {
-  version?: DmVersion;
-  flags?: number;
-  payload?: Buffer;
-  targetCount?: number;
-  openCount?: number;
-  eventNr?: number;
-  dev?: bigint;
-  name?: string;
-  uuid?: string;
-}
-
-/** Turns a request into a reply the way the kernel does: same buffer, kernel version, results filled in. */
-function reply(call: Call, f: ReplyFields = {}): Buffer {
-  const b = Buffer.from(call.buffer);
-  const ver = f.version ?? { major: 4, minor: 48, patch: 0 };
-  b.writeUInt32LE(ver.major, 0);
-  b.writeUInt32LE(ver.minor, 4);
-  b.writeUInt32LE(ver.patch, 8);
-  if (f.payload) {
-    f.payload.copy(b, 312);
-    b.writeUInt32LE(312 + f.payload.length, 12);
-  }
-  if (f.flags !== undefined) b.writeUInt32LE(f.flags, 28);
-  if (f.targetCount !== undefined) b.writeUInt32LE(f.targetCount, 20);
-  if (f.openCount !== undefined) b.writeInt32LE(f.openCount, 24);
-  if (f.eventNr !== undefined) b.writeUInt32LE(f.eventNr, 32);
-  if (f.dev !== undefined) b.writeBigUInt64LE(f.dev, 40);
-  if (f.name !== undefined) b.fill(0, 48, 176).write(f.name, 48);
-  if (f.uuid !== undefined) b.fill(0, 176, 305).write(f.uuid, 176);
-  return b;
-}
-
-const errno = (code: string, n: number): Error =>
-  Object.assign(new Error(`${code}: simulated, ioctl`), { code, errno: n, syscall: 'ioctl' });
-
-function nameList(entries: Array<{ name: string; dev: bigint; eventNr: number; uuid?: string }>): Buffer {
-  const records = entries.map((e) => {
-    const tailAt = (12 + e.name.length + 1 + 7) & ~7;
-    const size = (tailAt + 8 + (e.uuid ? e.uuid.length + 1 : 0) + 7) & ~7;
-    const r = Buffer.alloc(size);
-    r.writeBigUInt64LE(e.dev, 0);
-    r.write(e.name, 12);
-    r.writeUInt32LE(e.eventNr, tailAt);
-    r.writeUInt32LE(e.uuid ? 1 : 2, tailAt + 4);
-    if (e.uuid) r.write(e.uuid, tailAt + 8);
-    return r;
-  });
-  records.forEach((r, i) => r.writeUInt32LE(i + 1 < records.length ? r.length : 0, 8));
-  return Buffer.concat(records);
-}
+const errno = (code: string, n: number): Error => errnoError(code, n);
 
 const noSleep = async (): Promise<void> => undefined;
 // Fake replies are written little-endian, like every host dmkit runs on today.

@@ -1,5 +1,5 @@
 /**
- * Fakes shared by the nodes, udev and events tests: a scripted kernel, an in-memory /dev and SysV
+ * Fakes shared by the DeviceMapper, nodes, udev and events tests: a scripted kernel, an in-memory /dev and SysV
  * semaphores with a stand-in for udev. (No tests here; node --test loads it as an empty file.)
  */
 import * as path from 'node:path';
@@ -10,6 +10,7 @@ import {
   type DmHeader,
   type DmSystem,
   type DmTransport,
+  type DmVersion,
   type NodeFs,
   type NodeStat,
   type SemaphoreOps,
@@ -37,25 +38,31 @@ export class FakeKernel implements DmTransport {
 }
 
 export interface ReplyFields {
+  version?: DmVersion;
   flags?: number;
   payload?: Buffer;
+  targetCount?: number;
+  openCount?: number;
   eventNr?: number;
   dev?: bigint;
   name?: string;
   uuid?: string;
 }
 
-/** The request turned into a reply (interface 4.48), little-endian like the hosts dmkit runs on. */
+/** Turns a request into a reply the way the kernel does: same buffer, kernel version (default 4.48), results filled in. */
 export function reply(call: Call, f: ReplyFields = {}): Buffer {
   const b = Buffer.from(call.buffer);
-  b.writeUInt32LE(4, 0);
-  b.writeUInt32LE(48, 4);
-  b.writeUInt32LE(0, 8);
+  const ver = f.version ?? { major: 4, minor: 48, patch: 0 };
+  b.writeUInt32LE(ver.major, 0);
+  b.writeUInt32LE(ver.minor, 4);
+  b.writeUInt32LE(ver.patch, 8);
   if (f.payload) {
     f.payload.copy(b, 312);
     b.writeUInt32LE(312 + f.payload.length, 12);
   }
   if (f.flags !== undefined) b.writeUInt32LE(f.flags, 28);
+  if (f.targetCount !== undefined) b.writeUInt32LE(f.targetCount, 20);
+  if (f.openCount !== undefined) b.writeInt32LE(f.openCount, 24);
   if (f.eventNr !== undefined) b.writeUInt32LE(f.eventNr, 32);
   if (f.dev !== undefined) b.writeBigUInt64LE(f.dev, 40);
   if (f.name !== undefined) b.fill(0, 48, 176).write(f.name, 48);
