@@ -1,0 +1,933 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * dmkit-era metadata: the era on-disk format, built on the kernel's persistent-data library.
+ *
+ * Layout (little-endian, 4 KiB blocks, superblock in block 0; the same as the in-tree era target):
+ *   superblock    space map root, data block size, number of origin blocks, current era, the current
+ *                 writeset { nr_bits, bitset root }, the writeset tree root, the era array root and the
+ *                 block of a held metadata snapshot (0 = none)
+ *   writeset tree a one-level btree: era (u64) -> { __le32 nr_bits; __le64 bitset root } (12 bytes, packed)
+ *   writeset      a dm_bitset with one bit per origin block, set once the block was written in that era
+ *   era array     a dm_array of __le32: for each origin block, the last era that wrote it, as far as the
+ *                 archived writesets have been digested into it
+ *
+ * Writesets are archived into the tree at each rollover and digested into the era array in the
+ * background, oldest era first; a digested writeset leaves the tree.
+ */
+#include <linux/device-mapper.h>
+#include <linux/mm.h>
+#include <linux/rcupdate.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "dmkit-common.h"
+#include "persistent-data/dm-array.h"
+#include "persistent-data/dm-bitset.h"
+#include "persistent-data/dm-btree.h"
+#include "persistent-data/dm-space-map.h"
+#include "persistent-data/dm-transaction-manager.h"
+
+#include "era-metadata.h"
+
+#define DM_MSG_PREFIX "dmkit-era"
+
+#define ERA_SB_LOCATION 0
+#define ERA_SB_MAGIC 2126579579ULL
+#define ERA_SB_CSUM_SALT 146538381
+#define ERA_SB_VERSION 1
+#define ERA_SM_ROOT_BYTES 128
+#define ERA_UUID_BYTES 16
+
+/* Block 0 is never a writeset or a snapshot, so its number doubles as "none". */
+#define ERA_NONE ERA_SB_LOCATION
+
+/* Most block locks one thread holds at once (btree spine plus array block plus superblock). */
+#define ERA_LOCKS_PER_THREAD 5
+
+/* Bits of an archived writeset looked at per digest step: keeps each worker pass short. */
+#define ERA_DIGEST_BITS_PER_STEP 128
+
+struct era_writeset_disk {
+	__le32 nr_bits;
+	__le64 root;
+} __packed;
+
+struct era_superblock_disk {
+	__le32 csum;		/* crc32c of the rest of the block, salted */
+	__le32 flags;
+	__le64 blocknr;
+	u8 uuid[ERA_UUID_BYTES];
+	__le64 magic;
+	__le32 version;
+
+	u8 sm_root[ERA_SM_ROOT_BYTES];
+
+	__le32 data_block_size;		/* sectors */
+	__le32 metadata_block_size;	/* sectors */
+	__le32 nr_blocks;
+	__le32 current_era;
+	struct era_writeset_disk current_writeset;
+
+	/* In a metadata snapshot only these two roots mean anything. */
+	__le64 writeset_tree_root;
+	__le64 era_array_root;
+
+	__le64 metadata_snap;
+} __packed;
+
+/* One era's writeset: an on-disk bitset and an in-core copy of the bits already durable on disk. */
+struct era_writeset {
+	u32 nr_bits;
+	dm_block_t root;	/* ERA_NONE when this writeset has no on-disk bitset */
+	unsigned long *bits;	/* md->bitmap_bits bits, or NULL before the first era_md_resize() */
+};
+
+/* Where the background digest of the oldest archived writeset stands. */
+struct era_digest {
+	bool active;
+	u32 era;
+	dm_block_t root;
+	u32 nr_bits;
+	u32 next_bit;
+	struct dm_disk_bitset bitset;	/* its own word cache, reset for every writeset */
+};
+
+struct era_md {
+	struct block_device *bdev;
+	struct dm_block_manager *bm;
+	struct dm_space_map *sm;
+	struct dm_transaction_manager *tm;
+
+	struct dm_btree_info writeset_tree;
+	struct dm_array_info era_array;
+	struct dm_disk_bitset current_bitset;	/* word cache of the current writeset, reset every era */
+	struct dm_disk_bitset plain_bitset;	/* never caches: only used to free bitsets */
+
+	u32 data_block_size;
+	u32 nr_blocks;
+	u32 era;
+	dm_block_t writeset_tree_root;
+	dm_block_t era_array_root;
+	dm_block_t held_root;
+
+	/* Two writesets in turn: the current one is published to the I/O path under RCU. */
+	struct era_writeset sets[2];
+	struct era_writeset __rcu *current_set;
+	u32 bitmap_bits;
+
+	bool digest_wanted;	/* the writeset tree may hold writesets to digest */
+	struct era_digest digest;
+
+	/* The space map root is copied here before the superblock is locked: the copy can fail. */
+	u8 sm_root[ERA_SM_ROOT_BYTES];
+};
+
+/*----------------------------------------------------------------
+ * Superblock validation
+ *--------------------------------------------------------------*/
+
+static u32 sb_checksum(struct era_superblock_disk *sb, size_t block_size)
+{
+	return dm_bm_checksum(&sb->flags, block_size - sizeof(sb->csum), ERA_SB_CSUM_SALT);
+}
+
+static void sb_prepare_for_write(struct dm_block_validator *v, struct dm_block *b, size_t block_size)
+{
+	struct era_superblock_disk *sb = dm_block_data(b);
+
+	sb->blocknr = cpu_to_le64(dm_block_location(b));
+	sb->csum = cpu_to_le32(sb_checksum(sb, block_size));
+}
+
+static int sb_check(struct dm_block_validator *v, struct dm_block *b, size_t block_size)
+{
+	struct era_superblock_disk *sb = dm_block_data(b);
+	u64 where = dm_block_location(b);
+
+	if (le64_to_cpu(sb->blocknr) != where) {
+		DMERR("superblock in block %llu says it is block %llu",
+		      where, le64_to_cpu(sb->blocknr));
+		return -ENOTBLK;
+	}
+	if (le64_to_cpu(sb->magic) != ERA_SB_MAGIC) {
+		DMERR("block %llu is not an era superblock (magic %llu)", where, le64_to_cpu(sb->magic));
+		return -EILSEQ;
+	}
+	if (le32_to_cpu(sb->csum) != sb_checksum(sb, block_size)) {
+		DMERR("superblock in block %llu has a bad checksum", where);
+		return -EILSEQ;
+	}
+	if (le32_to_cpu(sb->version) != ERA_SB_VERSION) {
+		DMERR("era metadata version %u is not supported (only %u)",
+		      le32_to_cpu(sb->version), ERA_SB_VERSION);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static struct dm_block_validator sb_validator = {
+	.name = "era-superblock",
+	.prepare_for_write = sb_prepare_for_write,
+	.check = sb_check,
+};
+
+/*----------------------------------------------------------------
+ * Value types
+ *--------------------------------------------------------------*/
+
+static dm_block_t writeset_value_root(const void *values, unsigned int i)
+{
+	struct era_writeset_disk v;
+
+	memcpy(&v, (const u8 *)values + i * sizeof(v), sizeof(v));
+	return le64_to_cpu(v.root);
+}
+
+/* A writeset tree value owns a reference to its bitset. */
+static void writeset_value_inc(void *context, const void *values, unsigned int count)
+{
+	struct era_md *md = context;
+	unsigned int i;
+
+	for (i = 0; i < count; i++)
+		dm_tm_inc(md->tm, writeset_value_root(values, i));
+}
+
+static void writeset_value_dec(void *context, const void *values, unsigned int count)
+{
+	struct era_md *md = context;
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < count; i++) {
+		r = dm_bitset_del(&md->plain_bitset, writeset_value_root(values, i));
+		if (r)
+			DMERR_LIMIT("freeing an archived writeset failed: %d", r);
+	}
+}
+
+static int writeset_value_equal(void *context, const void *a, const void *b)
+{
+	/* The whole packed value, both fields (era fix 5). */
+	return !memcmp(a, b, sizeof(struct era_writeset_disk));
+}
+
+static void init_value_types(struct era_md *md)
+{
+	struct dm_btree_value_type era_value = { .size = sizeof(__le32) };
+
+	md->writeset_tree.tm = md->tm;
+	md->writeset_tree.levels = 1;
+	md->writeset_tree.value_type = (struct dm_btree_value_type) {
+		.context = md,
+		.size = sizeof(struct era_writeset_disk),
+		.inc = writeset_value_inc,
+		.dec = writeset_value_dec,
+		.equal = writeset_value_equal,
+	};
+	dm_array_info_init(&md->era_array, md->tm, &era_value);
+	dm_disk_bitset_init(md->tm, &md->current_bitset);
+	dm_disk_bitset_init(md->tm, &md->plain_bitset);
+}
+
+/*----------------------------------------------------------------
+ * Writesets
+ *--------------------------------------------------------------*/
+
+/* For the callers that serialise among themselves; only the I/O path reads current_set under RCU. */
+static struct era_writeset *current_writeset(struct era_md *md)
+{
+	return rcu_dereference_protected(md->current_set, true);
+}
+
+static struct era_writeset *other_writeset(struct era_md *md)
+{
+	struct era_writeset *cur = current_writeset(md);
+
+	return cur == &md->sets[0] ? &md->sets[1] : &md->sets[0];
+}
+
+static unsigned long *alloc_bitmap(u32 nr_bits)
+{
+	return kvcalloc(BITS_TO_LONGS(max_t(u32, nr_bits, 1)), sizeof(unsigned long), GFP_KERNEL);
+}
+
+static void free_bitmaps(struct era_md *md)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(md->sets); i++) {
+		kvfree(md->sets[i].bits);
+		md->sets[i].bits = NULL;
+	}
+	md->bitmap_bits = 0;
+}
+
+static bool in_core_covers(struct era_md *md, struct era_writeset *ws, u32 last)
+{
+	return ws->bits && last < md->bitmap_bits;
+}
+
+static int no_bit_set(u32 index, bool *value, void *context)
+{
+	*value = false;
+	return 0;
+}
+
+/*----------------------------------------------------------------
+ * Superblock and transactions
+ *--------------------------------------------------------------*/
+
+static int superblock_is_blank(struct dm_block_manager *bm, bool *blank)
+{
+	struct dm_block *b;
+	int r;
+
+	/* No validator: a blank block is not a valid superblock. */
+	r = dm_bm_read_lock(bm, ERA_SB_LOCATION, NULL, &b);
+	if (r)
+		return r;
+	*blank = !memchr_inv(dm_block_data(b), 0, ERA_MD_BLOCK_BYTES);
+	dm_bm_unlock(b);
+	return 0;
+}
+
+static void fill_superblock(struct era_md *md, struct era_superblock_disk *sb)
+{
+	struct era_writeset *ws = current_writeset(md);
+
+	/* The block was zeroed when locked: flags and uuid stay 0, as the in-tree target leaves them. */
+	sb->magic = cpu_to_le64(ERA_SB_MAGIC);
+	sb->version = cpu_to_le32(ERA_SB_VERSION);
+	memcpy(sb->sm_root, md->sm_root, sizeof(sb->sm_root));
+	sb->data_block_size = cpu_to_le32(md->data_block_size);
+	sb->metadata_block_size = cpu_to_le32(ERA_MD_BLOCK_SECTORS);
+	sb->nr_blocks = cpu_to_le32(md->nr_blocks);
+	sb->current_era = cpu_to_le32(md->era);
+	sb->current_writeset.nr_bits = cpu_to_le32(ws->nr_bits);
+	sb->current_writeset.root = cpu_to_le64(ws->root);
+	sb->writeset_tree_root = cpu_to_le64(md->writeset_tree_root);
+	sb->era_array_root = cpu_to_le64(md->era_array_root);
+	sb->metadata_snap = cpu_to_le64(md->held_root);
+}
+
+/*
+ * The second half of a commit. The space map root is only final once the pre-commit has committed the
+ * space map (era fix 8), and it is copied before the superblock is locked because the copy can fail.
+ */
+static int write_superblock(struct era_md *md)
+{
+	struct dm_block *sb_block;
+	size_t len;
+	int r;
+
+	r = dm_sm_root_size(md->sm, &len);
+	if (!r && len > sizeof(md->sm_root))
+		r = -EOVERFLOW;
+	if (!r)
+		r = dm_sm_copy_root(md->sm, md->sm_root, len);
+	if (r) {
+		DMERR("copying the space map root failed: %d", r);
+		return r;
+	}
+
+	r = dm_bm_write_lock_zero(md->bm, ERA_SB_LOCATION, &sb_validator, &sb_block);
+	if (r) {
+		DMERR("locking the superblock failed: %d", r);
+		return r;
+	}
+	fill_superblock(md, dm_block_data(sb_block));
+
+	/* Unlocks the superblock, then writes and flushes it: the last write of the transaction. */
+	r = dm_tm_commit(md->tm, sb_block);
+	if (r)
+		DMERR("writing the superblock failed: %d", r);
+	return r;
+}
+
+int era_md_pre_commit(struct era_md *md)
+{
+	struct era_writeset *ws = current_writeset(md);
+	int r;
+
+	if (ws->root != ERA_NONE) {
+		r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
+		if (r) {
+			DMERR("flushing the current writeset failed: %d", r);
+			return r;
+		}
+	}
+
+	r = dm_tm_pre_commit(md->tm);
+	if (r)
+		DMERR("writing the metadata failed: %d", r);
+	return r;
+}
+
+int era_md_commit(struct era_md *md)
+{
+	int r, sb_r;
+
+	r = era_md_pre_commit(md);
+#if !dmkit_reverted(TM_COMMIT_ORDER)
+	/*
+	 * Fix (c): a transaction is atomic only if the superblock reaches the disk after every block it
+	 * points at. After a failed flush some of them may not be there, so the old superblock must stay.
+	 */
+	if (r)
+		return r;
+#endif
+	sb_r = write_superblock(md);
+	return r ? r : sb_r;
+}
+
+/*----------------------------------------------------------------
+ * Open, format, close
+ *--------------------------------------------------------------*/
+
+static void destroy_tm(struct era_md *md)
+{
+	dm_sm_destroy(md->sm);
+	dm_tm_destroy(md->tm);
+	md->sm = NULL;
+	md->tm = NULL;
+}
+
+static int format_metadata(struct era_md *md)
+{
+	int r;
+
+	r = dm_tm_create_with_sm(md->bm, ERA_SB_LOCATION, &md->tm, &md->sm);
+	if (r) {
+		DMERR("creating the space map failed: %d", r);
+		return r;
+	}
+	init_value_types(md);
+
+	r = dm_btree_empty(&md->writeset_tree, &md->writeset_tree_root);
+	if (!r)
+		r = dm_array_empty(&md->era_array, &md->era_array_root);
+	if (!r)
+		r = era_md_commit(md);
+	if (r) {
+		DMERR("formatting the metadata failed: %d", r);
+		destroy_tm(md);
+	}
+	return r;
+}
+
+static int load_metadata(struct era_md *md, const char **error)
+{
+	struct era_superblock_disk *sb;
+	struct era_writeset *ws = current_writeset(md);
+	struct dm_block *b;
+	int r;
+
+	r = dm_bm_read_lock(md->bm, ERA_SB_LOCATION, &sb_validator, &b);
+	if (r) {
+		*error = "Cannot read the metadata superblock";
+		return r;
+	}
+	sb = dm_block_data(b);
+
+	/* Era fix 3: the bits on disk are only meaningful for the block size they were recorded with. */
+	if (le32_to_cpu(sb->data_block_size) != md->data_block_size) {
+		*error = "Metadata was formatted for another block size; changing it is not supported";
+		r = -EINVAL;
+		goto out;
+	}
+
+	r = dm_tm_open_with_sm(md->bm, ERA_SB_LOCATION, sb->sm_root, sizeof(sb->sm_root),
+			       &md->tm, &md->sm);
+	if (r) {
+		*error = "Cannot open the metadata space map";
+		goto out;
+	}
+	init_value_types(md);
+
+	md->nr_blocks = le32_to_cpu(sb->nr_blocks);
+	md->era = le32_to_cpu(sb->current_era);
+	md->writeset_tree_root = le64_to_cpu(sb->writeset_tree_root);
+	md->era_array_root = le64_to_cpu(sb->era_array_root);
+	md->held_root = le64_to_cpu(sb->metadata_snap);
+
+	/*
+	 * A writeset in the superblock belongs to an era that was never archived, e.g. because the machine
+	 * crashed: it holds every committed mark of that era. Keep it as the current writeset so that the
+	 * next rollover archives it instead of losing it (era fix 1).
+	 */
+	ws->nr_bits = le32_to_cpu(sb->current_writeset.nr_bits);
+	ws->root = le64_to_cpu(sb->current_writeset.root);
+	md->digest_wanted = true;
+out:
+	dm_bm_unlock(b);
+	return r;
+}
+
+struct era_md *era_md_open(struct block_device *bdev, u32 data_block_size, bool may_format,
+			   const char **error)
+{
+	struct era_md *md;
+	bool blank;
+	int r;
+
+	md = kzalloc(sizeof(*md), GFP_KERNEL);
+	if (!md) {
+		*error = "Cannot allocate the metadata object";
+		return ERR_PTR(-ENOMEM);
+	}
+	md->bdev = bdev;
+	md->data_block_size = data_block_size;
+	RCU_INIT_POINTER(md->current_set, &md->sets[0]);
+
+	md->bm = dm_block_manager_create(bdev, ERA_MD_BLOCK_BYTES, ERA_LOCKS_PER_THREAD);
+	if (IS_ERR(md->bm)) {
+		*error = "Cannot create the metadata block manager";
+		r = PTR_ERR(md->bm);
+		goto bad_bm;
+	}
+
+	r = superblock_is_blank(md->bm, &blank);
+	if (r) {
+		*error = "Cannot read the metadata device";
+		goto bad_contents;
+	}
+	if (blank && !may_format) {
+		*error = "Metadata device is blank";
+		r = -ENODATA;
+		goto bad_contents;
+	}
+	if (blank) {
+		r = format_metadata(md);
+		if (r)
+			*error = "Cannot format the metadata device";
+	} else {
+		r = load_metadata(md, error);
+	}
+	if (r)
+		goto bad_contents;
+	return md;
+
+bad_contents:
+	dm_block_manager_destroy(md->bm);
+bad_bm:
+	kfree(md);
+	return ERR_PTR(r);
+}
+
+void era_md_close(struct era_md *md)
+{
+	free_bitmaps(md);
+	destroy_tm(md);
+	dm_block_manager_destroy(md->bm);
+	kfree(md);
+}
+
+/*----------------------------------------------------------------
+ * Size
+ *--------------------------------------------------------------*/
+
+u32 era_md_nr_blocks(struct era_md *md)
+{
+	return md->nr_blocks;
+}
+
+bool era_md_sized_for(struct era_md *md, u32 nr_blocks)
+{
+	return md->sets[0].bits && md->bitmap_bits == nr_blocks && md->nr_blocks == nr_blocks;
+}
+
+int era_md_resize(struct era_md *md, u32 nr_blocks)
+{
+	unsigned long *fresh[ARRAY_SIZE(md->sets)] = { NULL };
+	__le32 never_written = cpu_to_le32(0);
+	unsigned int i;
+	int r;
+
+	if (nr_blocks > ERA_MD_MAX_BLOCKS) {
+		DMERR("%u origin blocks are too many (at most %llu)", nr_blocks, ERA_MD_MAX_BLOCKS);
+		return -EINVAL;
+	}
+
+	/* Allocate first: nothing on disk changes unless the in-core side can follow. */
+	for (i = 0; i < ARRAY_SIZE(fresh); i++) {
+		fresh[i] = alloc_bitmap(nr_blocks);
+		if (!fresh[i]) {
+			r = -ENOMEM;
+			goto bad;
+		}
+	}
+
+	if (nr_blocks != md->nr_blocks) {
+		__dm_bless_for_disk(&never_written);
+		r = dm_array_resize(&md->era_array, md->era_array_root, md->nr_blocks, nr_blocks,
+				    &never_written, &md->era_array_root);
+		if (r) {
+			DMERR("resizing the era array from %u to %u blocks failed: %d",
+			      md->nr_blocks, nr_blocks, r);
+			goto bad;
+		}
+		md->nr_blocks = nr_blocks;
+	}
+
+	free_bitmaps(md);
+	for (i = 0; i < ARRAY_SIZE(fresh); i++)
+		md->sets[i].bits = fresh[i];
+	md->bitmap_bits = nr_blocks;
+	return 0;
+
+bad:
+	for (i = 0; i < ARRAY_SIZE(fresh); i++)
+		kvfree(fresh[i]);
+	return r;
+}
+
+/*----------------------------------------------------------------
+ * Eras
+ *--------------------------------------------------------------*/
+
+int era_md_archive(struct era_md *md)
+{
+	struct era_writeset *ws = current_writeset(md);
+	struct era_writeset_disk value;
+	u64 key = md->era;
+	int r;
+
+	if (ws->root == ERA_NONE)
+		return 0;
+
+	r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
+	if (r) {
+		DMERR("flushing the writeset of era %u failed: %d", md->era, r);
+		return r;
+	}
+
+	value.nr_bits = cpu_to_le32(ws->nr_bits);
+	value.root = cpu_to_le64(ws->root);
+	__dm_bless_for_disk(&value);
+	r = dm_btree_insert(&md->writeset_tree, md->writeset_tree_root, &key, &value,
+			    &md->writeset_tree_root);
+	if (r) {
+		DMERR("archiving the writeset of era %u failed: %d", md->era, r);
+		return r;
+	}
+
+	/* The tree owns the bitset now. */
+	ws->root = ERA_NONE;
+	md->digest_wanted = true;
+	return 0;
+}
+
+static int start_next_era(struct era_md *md)
+{
+	struct era_writeset *next = other_writeset(md);
+	dm_block_t root;
+	int r;
+
+	/*
+	 * The bitset word cache is keyed by word index only: a word cached for the previous writeset
+	 * would be taken for this one's. Every writeset starts with a clean cache (era fix 6).
+	 */
+	dm_disk_bitset_init(md->tm, &md->current_bitset);
+	r = dm_bitset_new(&md->current_bitset, &root, md->nr_blocks, no_bit_set, NULL);
+	if (r) {
+		DMERR("creating the writeset of era %u failed: %d", md->era + 1, r);
+		return r;
+	}
+
+	if (next->bits)
+		bitmap_zero(next->bits, md->bitmap_bits);
+	next->nr_bits = md->nr_blocks;
+	next->root = root;
+
+	rcu_assign_pointer(md->current_set, next);
+	/*
+	 * Once no mapper still tests the previous writeset, every write from now on is checked against
+	 * the new era; the previous bitmap is only wiped two eras on.
+	 */
+	synchronize_rcu();
+	md->era++;
+	return 0;
+}
+
+int era_md_rollover(struct era_md *md)
+{
+	int r;
+
+	r = era_md_archive(md);
+	if (r)
+		return r;
+	return start_next_era(md);
+}
+
+/*----------------------------------------------------------------
+ * Marking writes
+ *--------------------------------------------------------------*/
+
+bool era_md_range_marked(struct era_md *md, u32 first, u32 last)
+{
+	struct era_writeset *ws;
+	bool marked;
+
+	rcu_read_lock();
+	ws = rcu_dereference(md->current_set);
+	marked = in_core_covers(md, ws, last) && find_next_zero_bit(ws->bits, last + 1, first) > last;
+	rcu_read_unlock();
+	return marked;
+}
+
+int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last)
+{
+	struct era_writeset *ws = current_writeset(md);
+	bool in_core = in_core_covers(md, ws, last);
+	bool changed = false;
+	u32 b;
+	int r;
+
+	if (ws->root == ERA_NONE || last >= ws->nr_bits) {
+		DMERR("no writeset covers blocks %u-%u in era %u", first, last, md->era);
+		return -EINVAL;
+	}
+
+	for (b = first; b <= last; b++) {
+		if (in_core && test_bit(b, ws->bits))
+			continue;
+		r = dm_bitset_set_bit(&md->current_bitset, ws->root, b, &ws->root);
+		if (r) {
+			DMERR("marking block %u in era %u failed: %d", b, md->era, r);
+			return r;
+		}
+		changed = true;
+	}
+	return changed;
+}
+
+void era_md_mark_in_core(struct era_md *md, u32 first, u32 last)
+{
+	struct era_writeset *ws = current_writeset(md);
+	u32 b;
+
+	if (!in_core_covers(md, ws, last))
+		return;
+	for (b = first; b <= last; b++)
+		set_bit(b, ws->bits);
+}
+
+/*----------------------------------------------------------------
+ * Digest
+ *--------------------------------------------------------------*/
+
+bool era_md_digest_pending(struct era_md *md)
+{
+	return md->digest.active || md->digest_wanted;
+}
+
+/* Returns 1 when it picked the oldest archived writeset, 0 when none is left. */
+static int digest_pick_oldest(struct era_md *md)
+{
+	struct era_digest *d = &md->digest;
+	struct era_writeset_disk value;
+	u64 from = 0, era;
+	int r;
+
+	r = dm_btree_lookup_next(&md->writeset_tree, md->writeset_tree_root, &from, &era, &value);
+	if (r == -ENODATA) {
+		md->digest_wanted = false;
+		return 0;
+	}
+	if (r)
+		return r;
+
+	d->era = era;
+	d->root = le64_to_cpu(value.root);
+	/* Bits beyond a shrunk origin have no era array entry. */
+	d->nr_bits = min(le32_to_cpu(value.nr_bits), md->nr_blocks);
+	d->next_bit = 0;
+	dm_disk_bitset_init(md->tm, &d->bitset);	/* era fix 6 */
+	d->active = true;
+	return 1;
+}
+
+static int digest_copy_bits(struct era_md *md)
+{
+	struct era_digest *d = &md->digest;
+	u32 stop = min(d->nr_bits, d->next_bit + ERA_DIGEST_BITS_PER_STEP);
+	__le32 era_le = cpu_to_le32(d->era);
+	dm_block_t unchanged;
+	bool written;
+	int r;
+
+	while (d->next_bit < stop) {
+		/* Nothing in this bitset is dirty, so its root cannot move. */
+		r = dm_bitset_test_bit(&d->bitset, d->root, d->next_bit, &unchanged, &written);
+		if (r)
+			return r;
+		if (written) {
+			__dm_bless_for_disk(&era_le);
+			r = dm_array_set_value(&md->era_array, md->era_array_root, d->next_bit,
+					       &era_le, &md->era_array_root);
+			if (r)
+				return r;
+		}
+		d->next_bit++;
+	}
+	return 0;
+}
+
+static int digest_retire_writeset(struct era_md *md)
+{
+	u64 key = md->digest.era;
+	int r;
+
+	/* Removing the value drops the tree's reference, which frees the bitset. */
+	r = dm_btree_remove(&md->writeset_tree, md->writeset_tree_root, &key, &md->writeset_tree_root);
+	if (!r)
+		md->digest.active = false;
+	return r;
+}
+
+int era_md_digest_step(struct era_md *md)
+{
+	struct era_digest *d = &md->digest;
+	int r;
+
+	if (!d->active) {
+		r = digest_pick_oldest(md);
+		if (r <= 0)
+			goto out;
+	}
+
+	if (d->next_bit < d->nr_bits)
+		r = digest_copy_bits(md);
+	else
+		r = digest_retire_writeset(md);
+	if (!r)
+		return 1;
+out:
+	if (r < 0) {
+		DMERR("digesting era %u into the era array failed: %d", d->era, r);
+		d->active = false;
+	}
+	return r;
+}
+
+/*----------------------------------------------------------------
+ * Metadata snapshots
+ *--------------------------------------------------------------*/
+
+bool era_md_snap_held(struct era_md *md)
+{
+	return md->held_root != ERA_NONE;
+}
+
+/*
+ * Copies the committed superblock to a new block and takes a reference on the two roots it names, so
+ * userspace can read them while the live metadata moves on.
+ */
+static int clone_superblock(struct era_md *md)
+{
+	struct dm_block *copy;
+	dm_block_t where;
+	int children_shared;
+	int r;
+
+	/* A shared block 0 makes the shadow a copy in a new location rather than block 0 itself. */
+	r = dm_sm_inc_block(md->sm, ERA_SB_LOCATION);
+	if (r)
+		return r;
+	r = dm_tm_shadow_block(md->tm, ERA_SB_LOCATION, &sb_validator, &copy, &children_shared);
+	if (r) {
+		dm_sm_dec_block(md->sm, ERA_SB_LOCATION);
+		return r;
+	}
+	where = dm_block_location(copy);
+
+	r = dm_sm_inc_block(md->sm, md->writeset_tree_root);
+	if (r)
+		goto bad_tree_ref;
+	r = dm_sm_inc_block(md->sm, md->era_array_root);
+	if (r)
+		goto bad_array_ref;
+
+	dm_tm_unlock(md->tm, copy);
+	md->held_root = where;
+	return 0;
+
+bad_array_ref:
+	dm_sm_dec_block(md->sm, md->writeset_tree_root);
+bad_tree_ref:
+	dm_tm_unlock(md->tm, copy);
+	dm_sm_dec_block(md->sm, where);
+	return r;
+}
+
+int era_md_take_snap(struct era_md *md)
+{
+	int r;
+
+	if (era_md_snap_held(md))
+		return -EINVAL;
+
+	/* The snapshot shows a complete era: close the current one and commit before copying. */
+	r = era_md_rollover(md);
+	if (!r)
+		r = era_md_commit(md);
+	if (!r)
+		r = clone_superblock(md);
+	if (r)
+		DMERR("taking a metadata snapshot failed: %d", r);
+	return r;
+}
+
+int era_md_drop_snap(struct era_md *md)
+{
+	struct era_superblock_disk *sb;
+	struct dm_block *copy;
+	dm_block_t where = md->held_root, tree, array;
+	int r;
+
+	if (!era_md_snap_held(md))
+		return -EINVAL;
+
+	r = dm_tm_read_lock(md->tm, where, &sb_validator, &copy);
+	if (r) {
+		DMERR("reading the metadata snapshot in block %llu failed: %d", where, r);
+		return r;
+	}
+	sb = dm_block_data(copy);
+	tree = le64_to_cpu(sb->writeset_tree_root);
+	array = le64_to_cpu(sb->era_array_root);
+	dm_tm_unlock(md->tm, copy);
+
+	/* Whatever fails below, the next commit no longer records a snapshot. */
+	md->held_root = ERA_NONE;
+
+	r = dm_btree_del(&md->writeset_tree, tree);
+	if (!r)
+		r = dm_array_del(&md->era_array, array);
+	if (!r)
+		r = dm_sm_dec_block(md->sm, where);
+	if (r)
+		DMERR("dropping the metadata snapshot failed: %d", r);
+	return r;
+}
+
+/*----------------------------------------------------------------
+ * Usage
+ *--------------------------------------------------------------*/
+
+int era_md_usage(struct era_md *md, struct era_md_usage *usage)
+{
+	dm_block_t nr_free;
+	int r;
+
+	r = dm_sm_get_nr_blocks(md->sm, &usage->total);
+	if (!r)
+		r = dm_sm_get_nr_free(md->sm, &nr_free);
+	if (r)
+		return r;
+	usage->used = usage->total - nr_free;
+	usage->era = md->era;
+	usage->held_root = md->held_root;
+	return 0;
+}
