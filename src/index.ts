@@ -1,4 +1,5 @@
-/** dmkit's public API: the device-mapper control plane, typed target tables and statuses, and units. */
+/** dmkit's public API: the device-mapper control plane, typed target tables and statuses, units and workflows. */
 export * from './dm';
 export * from './targets';
 export * from './units';
+export * from './workflows';

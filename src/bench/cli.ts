@@ -4,11 +4,21 @@
  */
 import * as fs from 'node:fs';
 import { describeResult, runVm } from '../lab/vm';
+import { runP2 } from './p2';
 import { runP5 } from './p5';
 
 type Bench = (args: Map<string, number>) => Promise<Record<string, unknown>>;
 
 const BENCHES: Record<string, Bench> = {
+  P2: (a) =>
+    runP2({
+      rounds: a.get('rounds') ?? 3,
+      mb: a.get('mb') ?? 256,
+      region: a.get('region') ?? 128,
+      threshold: a.get('threshold') ?? 16,
+      batch: a.get('batch') ?? 16,
+      fioSeconds: a.get('fio-seconds') ?? 1,
+    }),
   P5: (a) => runP5({ cycles: a.get('cycles') ?? 40, rounds: a.get('rounds') ?? 5 }),
 };
 

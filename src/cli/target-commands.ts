@@ -28,6 +28,7 @@ import { deviceId, type CommandContext } from './context';
 import { CliError, ExitCode, usageError } from './errors';
 import { toJson, type Json } from './output';
 import { parseSectors } from './table-text';
+import { hydrateAndSwap, type CloneType, type HydrationProgress } from '../workflows';
 
 /** A codec's type names: the in-tree one first, dmkit's second. */
 interface Named {
@@ -305,8 +306,126 @@ const cloneCommands = (y: Argv, schedule: Schedule): Argv => {
         });
       },
     );
+  y = y.command(
+    'hydrate <source> <dest>',
+    'Make DEST a copy of SOURCE while device NAME is in use (a clone hydrating in the background), then swap NAME to linear on DEST',
+    (b) =>
+      b
+        .positional('source', { type: 'string', describe: 'source device (read only)' })
+        .positional('dest', { type: 'string', describe: 'destination device (overwritten)' })
+        .option('name', { type: 'string', demandOption: true, requiresArg: true, describe: 'the dm device to create and swap' })
+        .option('metadata', { type: 'string', requiresArg: true, describe: 'clone metadata device (required unless --attach; it must outlive a reboot)' })
+        .option('region-size', { type: 'string', default: '8', requiresArg: true, describe: 'region size in sectors (a power of 2, 8..2097152)' })
+        .option('hydration-threshold', { type: 'string', requiresArg: true, describe: 'regions hydrating at once' })
+        .option('batch-size', { type: 'string', requiresArg: true, describe: 'regions batched into one copy' })
+        .option('reuse-metadata', { type: 'boolean', default: false, describe: 'keep the metadata (resume an earlier clone) instead of zeroing its superblock' })
+        .option('attach', { type: 'boolean', default: false, describe: 'follow and swap an existing clone device NAME instead of creating one' })
+        .option('dmkit', { type: 'boolean', describe: "use dmkit's module (dmkit-clone)" })
+        .option('in-tree', { type: 'boolean', describe: 'use the in-tree clone target' })
+        .conflicts('dmkit', 'in-tree')
+        .option('json', jsonOpt),
+    (argv) => {
+      const a = argv as unknown as HydrateArgs;
+      schedule('clone hydrate', (ctx) => hydrateCommand(ctx, a));
+    },
+  );
   return statusCommand(y, schedule, 'clone', ['clone']);
 };
+
+interface HydrateArgs {
+  source: string;
+  dest: string;
+  name: string;
+  metadata?: string;
+  regionSize: string;
+  hydrationThreshold?: string;
+  batchSize?: string;
+  reuseMetadata: boolean;
+  attach: boolean;
+  dmkit?: boolean;
+  inTree?: boolean;
+  json: boolean;
+}
+
+/** dmkit-clone when asked or (by default) when the kernel has it; the in-tree clone otherwise. */
+async function pickCloneType(dm: DeviceMapper, a: HydrateArgs): Promise<CloneType> {
+  if (a.dmkit) return 'dmkit-clone';
+  if (a.inTree) return 'clone';
+  try {
+    await dm.targetVersion('dmkit-clone');
+    return 'dmkit-clone';
+  } catch {
+    return 'clone';
+  }
+}
+
+const mb = (bytesPerSecond: number): string => (bytesPerSecond / 1e6).toFixed(1);
+
+function progressText(p: HydrationProgress): string {
+  const pct = p.total > 0n ? Number((p.hydrated * 1000n) / p.total) / 10 : 100;
+  return `${p.hydrated}/${p.total} regions (${pct.toFixed(1)}%), ${mb(p.bytesPerSecond)} MB/s`;
+}
+
+function progressBar(p: HydrationProgress, width = 30): string {
+  const filled = p.total > 0n ? Number((p.hydrated * BigInt(width)) / p.total) : width;
+  return `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${progressText(p)}\x1b[K`;
+}
+
+async function hydrateCommand(ctx: CommandContext, a: HydrateArgs): Promise<void> {
+  const dm = await ctx.dm();
+  const regionSize = parseSectors(a.regionSize, '--region-size');
+  const type = await pickCloneType(dm, a);
+  // Hydration state must survive a crash, or writes made before the swap would be lost: no volatile default.
+  if (!a.attach && a.metadata === undefined) throw usageError('--metadata is required (a device that outlives a reboot)');
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort(new CliError(`stopped following; ${a.name} keeps hydrating (resume with --attach)`, 'ERR_INTERRUPTED', ExitCode.FAILED));
+  process.once('SIGINT', onSignal);
+  const tty = process.stderr.isTTY === true;
+  try {
+    const run = hydrateAndSwap(dm, {
+      name: a.name,
+      source: a.source,
+      destination: a.dest,
+      metadata: a.metadata ?? '',
+      regionSize,
+      type,
+      create: !a.attach,
+      reuseMetadata: a.reuseMetadata,
+      hydrationThreshold: a.hydrationThreshold === undefined ? undefined : parseRegions(a.hydrationThreshold, '--hydration-threshold'),
+      batchSize: a.batchSize === undefined ? undefined : parseRegions(a.batchSize, '--batch-size'),
+      signal: abort.signal,
+      deviceSectors: (p) => ctx.runtime.blockDeviceSectors(p),
+    });
+    let lastLine = 0;
+    const shown = (async () => {
+      for await (const p of run.progress) {
+        if (tty) ctx.runtime.stderr(progressBar(p));
+        else if (Date.now() - lastLine >= 1000 || p.hydrated === p.total) {
+          lastLine = Date.now();
+          ctx.runtime.stderr(`${a.name}: ${progressText(p)}\n`);
+        }
+      }
+      if (tty) ctx.runtime.stderr('\n');
+    })();
+    const result = await run.done;
+    await shown;
+    const summary = {
+      name: a.name,
+      type,
+      source: a.source,
+      destination: a.dest,
+      regions: result.regions,
+      bytes: result.bytes,
+      seconds: Math.round(result.seconds * 1000) / 1000,
+      bytesPerSecond: Math.round(result.bytesPerSecond),
+      table: `${result.table.start} ${result.table.length} ${result.table.type} ${result.table.params}`,
+    };
+    if (a.json) ctx.printJson(toJson(summary));
+    else ctx.print(`${a.name}: ${result.regions} regions hydrated in ${summary.seconds} s (${mb(result.bytesPerSecond)} MB/s); now ${summary.table}`);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+  }
+}
 
 // ---- cache ----
 
@@ -453,7 +572,7 @@ const group = (name: string, describe: string, add: (y: Argv, s: Schedule) => Ar
 export const targetCommands: CommandGroup = (y, schedule) => {
   for (const g of [
     group('era', 'dm-era: changed-block tracking (create, checkpoint, metadata-snap, status)', eraCommands),
-    group('clone', 'dm-clone: instant restore with background hydration (create, hydration, status)', cloneCommands),
+    group('clone', 'dm-clone: instant restore with background hydration (create, hydrate, hydration, status)', cloneCommands),
     group('cache', 'dm-cache: a fast device in front of a slow one (create, migration-threshold, status)', cacheCommands),
     group('snapshot', 'dm-snapshot: copy-on-write snapshots (create, origin, merge, status)', snapshotCommands),
   ]) {

@@ -69,7 +69,8 @@ export function ramdisks(scope: Scope, count: number, size: Bytes, opts: { prefi
   sh('modprobe', 'brd', `rd_nr=${count}`, `rd_size=${size / 1024n}`, 'max_part=0');
   scope.defer('unload brd', () => sh('modprobe', '-r', 'brd'));
   const devs = Array.from({ length: count }, (_, i) => ({ path: `/dev/ram${i}`, size, sectors: bytesToSectors(size) }));
-  if (opts.prefill) for (const d of devs) sh('dd', 'if=/dev/zero', `of=${d.path}`, 'bs=1M', 'oflag=direct', 'status=none');
+  const mib = size / (1n << 20n);
+  if (opts.prefill) for (const d of devs) sh('dd', 'if=/dev/zero', `of=${d.path}`, 'bs=1M', `count=${mib}`, 'oflag=direct', 'status=none');
   return devs;
 }
 

@@ -1,0 +1,2 @@
+/** Multi-step workflows built on the DeviceMapper API and the target codecs. */
+export * from './clone-hydrate';
