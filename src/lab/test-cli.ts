@@ -5,6 +5,8 @@
  *   npm test -- [--unit-only] [--no-debug] [--debug-only] [--suite PATTERN]
  */
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { debugKernelAvailable } from './kernels';
 import { REPO_ROOT } from './paths';
@@ -47,6 +49,20 @@ function tee(out: NodeJS.WritableStream): { stream: PassThrough; text: () => str
 
 const NODE_TEST = ['--test', '--test-reporter=spec', '--test-concurrency=1'];
 
+const VM_SUITES = 'dist/test/vm/';
+/**
+ * The debug kernel runs everything several times slower, so it gets the suites that exercise kernel code
+ * paths most (module load, every ioctl, each dmkit target's IO, metadata and teardown paths), not those
+ * whose extra work is in userspace (CLI process start-up, crash-image replay). DMKIT_DEBUG_SUITES=all
+ * runs every suite there too.
+ */
+export const DEBUG_KERNEL_SUITES = ['core', 'helpers', 'dm-api', 'dm-nodes', 'era-functional', 'era-fixes', 'clone-data'];
+
+function debugSuites(): string[] {
+  if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];
+  return DEBUG_KERNEL_SUITES.map((s) => `${VM_SUITES}${s}.test.js`).filter((f) => fs.existsSync(path.join(REPO_ROOT, f)));
+}
+
 async function unitStage(): Promise<StageResult> {
   const started = Date.now();
   const out = tee(process.stdout);
@@ -60,11 +76,11 @@ async function unitStage(): Promise<StageResult> {
   return { stage: 'host unit tests', seconds: (Date.now() - started) / 1000, ...counts };
 }
 
-async function vmStage(kernel: 'debian' | 'debug', suite: string): Promise<StageResult> {
+async function vmStage(kernel: 'debian' | 'debug', suites: readonly string[]): Promise<StageResult> {
   const started = Date.now();
   const out = tee(process.stdout);
   const r = await runVm({
-    command: [process.execPath, ...NODE_TEST, suite],
+    command: [process.execPath, ...NODE_TEST, ...suites],
     cwd: REPO_ROOT,
     kernel,
     memoryMiB: kernel === 'debug' ? 3072 : 2048,
@@ -90,14 +106,14 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const flag = (f: string): boolean => args.includes(f);
   const suiteIdx = args.indexOf('--suite');
-  const suite = suiteIdx >= 0 && args[suiteIdx + 1] ? args[suiteIdx + 1]! : 'dist/test/vm/';
+  const chosen = suiteIdx >= 0 && args[suiteIdx + 1] ? [args[suiteIdx + 1]!] : undefined;
   const stages: StageResult[] = [];
 
   if (!flag('--debug-only')) stages.push(await unitStage());
   if (!flag('--unit-only')) {
-    if (!flag('--debug-only')) stages.push(await vmStage('debian', suite));
+    if (!flag('--debug-only')) stages.push(await vmStage('debian', chosen ?? [VM_SUITES]));
     if (!flag('--no-debug')) {
-      if (debugKernelAvailable()) stages.push(await vmStage('debug', suite));
+      if (debugKernelAvailable()) stages.push(await vmStage('debug', chosen ?? debugSuites()));
       else console.log('note: no debug kernel in ../shared/kernels/6.1-dmdebug; its VM run is skipped');
     }
   }
