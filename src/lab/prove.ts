@@ -1,0 +1,187 @@
+/**
+ * `npm run prove -- <fix> [--kernel debian|debug]`: shows that a named test catches a known bug. The fix's
+ * tests (those whose names start with `<fix>:`) run twice in the VM lab, once on modules built as they are
+ * and once on modules built with the fix's revert switch (make -C kmod REVERT=<fix>). Both outputs stream
+ * through; the last line is exactly
+ *
+ *   {"fix":"<fix>","with_fix":"pass|fail","with_revert":"pass|fail"}
+ *
+ * and the exit status is 0 only when the tests pass with the fix and fail with it reverted. A run passes
+ * when its command exits 0, no kernel splat was seen, and at least one test ran with none failing: a run
+ * that runs no test (a typo in a name, every case skipped) proves nothing and counts as a failure. A run
+ * with the revert that never got to test anything (the lab or the module build failed) is inconclusive:
+ * it shows as "fail" in the line, but the exit status is 1. Unknown fix: usage, exit 2.
+ */
+import { PassThrough } from 'node:stream';
+import { REPO_ROOT } from './paths';
+import { parseNodeTestSummary } from './test-cli';
+import { describeResult, runVm, VM_EXIT, VmResult } from './vm';
+
+export interface FixProof {
+  /** Compiled test files, relative to the checkout. */
+  files: readonly string[];
+  /** What the fix is, for the usage text. */
+  summary: string;
+  /** Kernel to prove on unless --kernel says otherwise. */
+  kernel?: 'debian' | 'debug';
+  timeoutSec?: number;
+}
+
+/** Fix name -> its proof. Every test that proves a fix is named `<fix>: ...`. */
+export const FIXES: Readonly<Record<string, FixProof>> = {
+  'era-postsuspend': {
+    files: ['dist/test/vm/era-postsuspend.test.js'],
+    summary: 'dm-era fix (a): postsuspend stops the worker (drain_workqueue) before it commits',
+  },
+  'tm-commit-order': {
+    files: ['dist/test/vm/era-tm-commit.test.js'],
+    summary: 'fix (c): the superblock is written only after the rest of the transaction was flushed',
+  },
+};
+
+export class UsageError extends Error {}
+
+export interface ProveArgs {
+  fix: string;
+  kernel: 'debian' | 'debug' | undefined;
+}
+
+export function usage(fixes: Readonly<Record<string, FixProof>> = FIXES): string {
+  const names = Object.keys(fixes).sort();
+  const width = Math.max(...names.map((n) => n.length));
+  return [
+    'usage: npm run prove -- <fix> [--kernel debian|debug]',
+    'Runs the tests named "<fix>: ..." in the VM lab with the fix and with its revert switch; exit 0 only when',
+    'they pass with the fix and fail without it. The last line is {"fix":..,"with_fix":..,"with_revert":..}.',
+    'Known fixes:',
+    ...names.map((n) => `  ${n.padEnd(width)}  ${fixes[n]!.summary}`),
+  ].join('\n');
+}
+
+export function parseProveArgs(argv: readonly string[], fixes: Readonly<Record<string, FixProof>> = FIXES): ProveArgs {
+  let fix: string | undefined;
+  let kernel: ProveArgs['kernel'];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--help' || a === '-h') throw new UsageError(usage(fixes));
+    if (a === '--kernel' || a.startsWith('--kernel=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v !== 'debian' && v !== 'debug') throw new UsageError(`--kernel must be debian or debug, got ${v ?? 'nothing'}\n${usage(fixes)}`);
+      kernel = v;
+      continue;
+    }
+    if (a.startsWith('-')) throw new UsageError(`unknown option ${a}\n${usage(fixes)}`);
+    if (fix !== undefined) throw new UsageError(`one fix at a time (got ${fix} and ${a})\n${usage(fixes)}`);
+    fix = a;
+  }
+  if (fix === undefined) throw new UsageError(usage(fixes));
+  if (!Object.hasOwn(fixes, fix)) throw new UsageError(`unknown fix '${fix}'\n${usage(fixes)}`);
+  return { fix, kernel };
+}
+
+/** The name pattern for node --test: the fix name and a colon at the start of a test's name. */
+export function testNamePattern(fix: string): string {
+  return `^${fix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:`;
+}
+
+export function testCommand(nodePath: string, fix: string, proof: FixProof): string[] {
+  return [nodePath, '--test', '--test-reporter=spec', '--test-concurrency=1', `--test-name-pattern=${testNamePattern(fix)}`, ...proof.files];
+}
+
+/** What one lab run came to. */
+export interface RunOutcome {
+  /** The lab's exit code (the command's, or 124 timeout / 125 splat / 126 lab failure); null if the lab threw. */
+  exitCode: number | null;
+  splats: number;
+  /** The spec reporter's closing counts, if it printed them. */
+  counts: { passed: number; failed: number; skipped: number } | null;
+}
+
+export type RunVerdict = 'pass' | 'fail' | 'inconclusive';
+
+/**
+ * pass: exit 0, no splat, at least one test ran and none failed. fail: the tests ran and something failed,
+ * or the kernel splatted, or the run hung past its timeout. inconclusive: the lab or the module build failed
+ * before any test could say anything.
+ */
+export function runVerdict(o: RunOutcome): RunVerdict {
+  if (o.splats > 0 || o.exitCode === VM_EXIT.SPLAT || o.exitCode === VM_EXIT.TIMEOUT) return 'fail';
+  if (o.exitCode === null || o.exitCode === VM_EXIT.LAB_FAILURE) return 'inconclusive';
+  if (o.exitCode === 0 && o.counts && o.counts.passed > 0 && o.counts.failed === 0) return 'pass';
+  if (o.counts && (o.counts.failed > 0 || o.counts.passed > 0)) return 'fail';
+  // No test ran (or no summary): with the fix that is a failure, with the revert it proves nothing.
+  return o.counts ? 'fail' : 'inconclusive';
+}
+
+export interface ProofResult {
+  line: string;
+  exitCode: 0 | 1;
+}
+
+/** The closing line and exit status from the two runs. */
+export function proofResult(fix: string, withFix: RunVerdict, withRevert: RunVerdict): ProofResult {
+  const word = (v: RunVerdict): 'pass' | 'fail' => (v === 'pass' ? 'pass' : 'fail');
+  const line = JSON.stringify({ fix, with_fix: word(withFix), with_revert: word(withRevert) });
+  return { line, exitCode: withFix === 'pass' && withRevert === 'fail' ? 0 : 1 };
+}
+
+function tee(out: NodeJS.WritableStream): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => {
+    chunks.push(c);
+    out.write(c);
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+}
+
+async function proveRun(args: ProveArgs, proof: FixProof, reverts: readonly string[]): Promise<RunVerdict> {
+  const label = reverts.length ? `with ${args.fix} reverted` : 'with the fix';
+  const kernel = args.kernel ?? proof.kernel ?? 'debian';
+  console.error(`prove ${args.fix}: running its tests ${label} (${kernel} kernel)`);
+  const out = tee(process.stdout);
+  let r: VmResult | null = null;
+  try {
+    r = await runVm({
+      command: testCommand(process.execPath, args.fix, proof),
+      cwd: REPO_ROOT,
+      kernel,
+      reverts,
+      memoryMiB: kernel === 'debug' ? 3072 : 2048,
+      timeoutSec: proof.timeoutSec ?? (kernel === 'debug' ? 2400 : 1200),
+      stdout: out.stream,
+    });
+  } catch (e) {
+    console.error(`prove ${args.fix}: the lab failed ${label}: ${(e as Error).message}`);
+  }
+  out.stream.end();
+  if (r) console.error(describeResult(r));
+  const verdict = runVerdict({ exitCode: r ? r.exitCode : null, splats: r ? r.splats.length : 0, counts: parseNodeTestSummary(out.text()) });
+  console.error(`prove ${args.fix}: ${label}: ${verdict}`);
+  return verdict;
+}
+
+async function main(): Promise<void> {
+  let args: ProveArgs;
+  try {
+    args = parseProveArgs(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(e.message);
+    process.exit(2);
+  }
+  const proof = FIXES[args.fix]!;
+  const withFix = await proveRun(args, proof, []);
+  const withRevert = await proveRun(args, proof, [args.fix]);
+  const result = proofResult(args.fix, withFix, withRevert);
+  if (withRevert === 'inconclusive') console.error(`prove ${args.fix}: the run with the revert did not get to run its tests; nothing is proven`);
+  console.log(result.line);
+  process.exit(result.exitCode);
+}
+
+if (require.main === module) {
+  main().catch((e: unknown) => {
+    console.error(`dmkit prove: ${(e as Error).stack ?? String(e)}`);
+    process.exit(1);
+  });
+}
