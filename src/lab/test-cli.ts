@@ -56,7 +56,7 @@ const VM_SUITES = 'dist/test/vm/';
  * whose extra work is in userspace (CLI process start-up, crash-image replay). DMKIT_DEBUG_SUITES=all
  * runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'helpers', 'dm-api', 'dm-nodes', 'era-functional', 'era-fixes', 'clone-data'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data'];
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];
