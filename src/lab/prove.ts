@@ -37,6 +37,10 @@ export const FIXES: Readonly<Record<string, FixProof>> = {
     files: ['dist/test/vm/era-tm-commit.test.js'],
     summary: 'fix (c): the superblock is written only after the rest of the transaction was flushed',
   },
+  'clone-flush': {
+    files: ['dist/test/vm/clone-flush.test.js'],
+    summary: 'dm-clone fix (b): the destination is flushed before metadata marking regions hydrated commits',
+  },
 };
 
 export class UsageError extends Error {}
