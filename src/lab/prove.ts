@@ -12,8 +12,8 @@
  * with the revert that never got to test anything (the lab or the module build failed) is inconclusive:
  * it shows as "fail" in the line, but the exit status is 1. Unknown fix: usage, exit 2.
  */
-import { PassThrough } from 'node:stream';
 import { REPO_ROOT } from './paths';
+import { tee } from './proc';
 import { parseNodeTestSummary } from './test-cli';
 import { describeResult, runVm, VM_EXIT, VmResult } from './vm';
 
@@ -129,15 +129,6 @@ export function proofResult(fix: string, withFix: RunVerdict, withRevert: RunVer
   return { line, exitCode: withFix === 'pass' && withRevert === 'fail' ? 0 : 1 };
 }
 
-function tee(out: NodeJS.WritableStream): { stream: PassThrough; text: () => string } {
-  const stream = new PassThrough();
-  const chunks: Buffer[] = [];
-  stream.on('data', (c: Buffer) => {
-    chunks.push(c);
-    out.write(c);
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
-}
 
 async function proveRun(args: ProveArgs, proof: FixProof, reverts: readonly string[]): Promise<RunVerdict> {
   const label = reverts.length ? `with ${args.fix} reverted` : 'with the fix';

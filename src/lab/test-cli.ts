@@ -7,9 +7,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { debugKernelAvailable } from './kernels';
 import { REPO_ROOT } from './paths';
+import { tee } from './proc';
 import { describeResult, runVm, VM_EXIT } from './vm';
 
 interface Counts {
@@ -36,16 +36,6 @@ export function parseNodeTestSummary(output: string): Counts | null {
   return { passed: pass, failed: fail + (last('cancelled') ?? 0), skipped: (last('skipped') ?? 0) + (last('todo') ?? 0) };
 }
 
-/** A stream that copies to ours and keeps the text for the summary. */
-function tee(out: NodeJS.WritableStream): { stream: PassThrough; text: () => string } {
-  const stream = new PassThrough();
-  const chunks: Buffer[] = [];
-  stream.on('data', (c: Buffer) => {
-    chunks.push(c);
-    out.write(c);
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
-}
 
 const NODE_TEST = ['--test', '--test-reporter=spec', '--test-concurrency=1'];
 
