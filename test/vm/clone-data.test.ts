@@ -24,6 +24,7 @@ import {
   waitFor,
   waitHydrated,
   writeDirectAsync,
+  sleep,
   type CloneKind,
 } from './clone-lib';
 import { kernelLogMark, kernelLogSince } from './dmsetup';
@@ -90,7 +91,6 @@ async function open(scope: Scope, name: string, line: TargetLine): Promise<{ pat
 }
 
 const msg = (name: string, text: string): Promise<string | undefined> => dm.message({ name }, undefined, text);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const regionStart = (r: number, plus = 0n): bigint => BigInt(r) * REGION + plus;
 
 describe('clone: data and metadata', () => {

@@ -29,7 +29,7 @@ import { DeviceMapper } from '../../src/dm';
 import { clone, cloneMessages, linear, logWrites, logWritesMessages } from '../../src/targets';
 import { describeSector, flushBuffers, patternBuffer, ramdisks, Scope, zero, type BlockDevice } from '../../src/testing';
 import { bytes, sectors, targetBlocks } from '../../src/units';
-import { cloneStatus, DataModel, MiB, pickCloneType, readDirect, readSuperblock, setThrottle, stampDirect, writeDirectAsync, type CloneKind } from './clone-lib';
+import { cloneStatus, DataModel, MiB, pickCloneType, readDirect, readSuperblock, setThrottle, stampDirect, sleep, writeDirectAsync, type CloneKind } from './clone-lib';
 import { LOG_FLAG, parseWriteLog, replay } from './clone-logwrites';
 
 const REGION = sectors(128); // 64 KiB
@@ -47,7 +47,6 @@ before(async () => {
 });
 after(() => dm.close());
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function writeWhole(dev: string, data: Buffer): void {
   execFileSync('dd', [`of=${dev}`, 'bs=1M', 'oflag=direct', 'conv=notrunc', 'status=none'], { input: data });

@@ -15,6 +15,8 @@ import { sectors, type Sectors } from '../../src/units';
 export const MiB = 1n << 20n;
 export const KiB = 1024n;
 
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 export type CloneKind = 'clone' | 'dmkit-clone';
 
 /**
