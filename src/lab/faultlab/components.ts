@@ -1,0 +1,9 @@
+/** The lab's components, in the order a run executes them. */
+import type { Component } from './types';
+import { component as crash } from './crash';
+import { component as ioerr } from './ioerr';
+import { component as reload } from './reload';
+import { component as corrupt } from './corrupt';
+import { component as fuzz } from './fuzz';
+
+export const COMPONENTS: readonly Component[] = [crash, ioerr, reload, corrupt, fuzz];
