@@ -3,13 +3,15 @@
  * writes through dd, a data model of stamped extents, the metadata superblock check and a continuous
  * direct-IO reader in child processes.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { DeviceMapper, DmError } from '../../src/dm';
 import { clone, type CloneInfo } from '../../src/targets';
 import { blockChecksum, CHECKSUM_SALT } from '../../src/pdata/checksum';
-import { describeSector, patternBuffer, stampSector } from '../../src/testing';
+import { describeSector, patternBuffer, readDirect, stampSector, writeDirect, writeDirectAsync } from '../../src/testing';
+
+export { readDirect, writeDirect, writeDirectAsync };
 import { sectors, type Sectors } from '../../src/units';
 
 export const MiB = 1n << 20n;
@@ -46,37 +48,6 @@ export function throttlePath(type: CloneKind): string | undefined {
 export function setThrottle(type: CloneKind, percent: number): void {
   const p = throttlePath(type);
   if (p) fs.writeFileSync(p, `${percent}\n`);
-}
-
-/** Reads `length` bytes at `offset` with O_DIRECT (dd), bypassing every page cache. */
-export function readDirect(path: string, offset: bigint, length: bigint, bs = 64n * KiB): Buffer {
-  if (offset % bs !== 0n || length % bs !== 0n) bs = 512n;
-  return execFileSync('dd', [`if=${path}`, `bs=${bs}`, `skip=${offset / bs}`, `count=${length / bs}`, 'iflag=direct', 'status=none'], {
-    maxBuffer: Number(length) + (1 << 20),
-  });
-}
-
-/** Writes `data` at `offset` with O_DIRECT (dd); fsync=true adds a flush (conv=fsync). */
-export function writeDirect(path: string, offset: bigint, data: Buffer, opts: { fsync?: boolean } = {}): void {
-  const bs = offset % 4096n === 0n && data.length % 4096 === 0 ? 4096n : 512n;
-  execFileSync('dd', [`of=${path}`, `bs=${bs}`, `seek=${offset / bs}`, 'oflag=direct', 'conv=notrunc' + (opts.fsync ? ',fsync' : ''), 'status=none'], {
-    input: data,
-  });
-}
-
-/** Async writeDirect (does not block the event loop, so API calls can run meanwhile). */
-export function writeDirectAsync(path: string, offset: bigint, data: Buffer, opts: { fsync?: boolean } = {}): Promise<void> {
-  const bs = offset % 4096n === 0n && data.length % 4096 === 0 ? 4096n : 512n;
-  return new Promise((resolve, reject) => {
-    const child = spawn('dd', [`of=${path}`, `bs=${bs}`, `seek=${offset / bs}`, 'oflag=direct', 'conv=notrunc' + (opts.fsync ? ',fsync' : ''), 'status=none'], {
-      stdio: ['pipe', 'ignore', 'pipe'],
-    });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd of=${path} seek=${offset}: exit ${code}: ${err.trim()}`))));
-    child.stdin.end(data);
-  });
 }
 
 /**

@@ -76,6 +76,7 @@ export async function runLab(opts: RunnerOptions): Promise<Counters> {
       fs.mkdirSync(failDir, { recursive: true });
       const file = path.join(failDir, `${f.component}-${f.target}-${f.seed}.log`);
       fs.writeFileSync(file, `${f.detail}\n${f.log ?? ''}\n`);
+      for (const [suffix, data] of Object.entries(f.artifacts ?? {})) fs.writeFileSync(file.replace(/\.log$/, `.${suffix}`), data);
       const replay = `npm run lab -- --only ${f.component} --target ${f.target} --seed ${opts.seed} --case ${f.seed}`;
       console.log(`FAIL ${f.component} ${f.target} case ${f.seed}: ${f.detail}\n  replay: ${replay}\n  log: ${file}`);
     },

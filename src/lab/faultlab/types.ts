@@ -37,6 +37,8 @@ export interface Failure {
   detail: string;
   /** Extra lines (log excerpt, hex dump, the input) written to the failure's log file. */
   log?: string;
+  /** Binary artifacts saved beside the log (e.g. the recorded write log), by file suffix. */
+  artifacts?: Record<string, Buffer>;
 }
 
 export interface LabContext {
