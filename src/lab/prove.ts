@@ -1,5 +1,5 @@
 /**
- * `npm run prove -- <fix> [--kernel debian|debug]`: shows that a named test catches a known bug. The fix's
+ * `npm run prove -- <fix> [--kernel debian|debug] [--lab]`: shows that a named test catches a known bug. The fix's
  * tests (those whose names start with `<fix>:`) run twice in the VM lab, once on modules built as they are
  * and once on modules built with the fix's revert switch (make -C kmod REVERT=<fix>). Both outputs stream
  * through; the last line is exactly
@@ -11,11 +11,16 @@
  * that runs no test (a typo in a name, every case skipped) proves nothing and counts as a failure. A run
  * with the revert that never got to test anything (the lab or the module build failed) is inconclusive:
  * it shows as "fail" in the line, but the exit status is 1. Unknown fix: usage, exit 2.
+ *
+ * With --lab the crash and fault lab stands in for the named tests: the fix's lab components run at CI
+ * scale on its target (src/lab/faultlab); a run passes with no failure reported, fails with any, and the
+ * last line adds "lab":true.
  */
 import { REPO_ROOT } from './paths';
 import { tee } from './proc';
 import { parseNodeTestSummary } from './test-cli';
 import { describeResult, runVm, VM_EXIT, VmResult } from './vm';
+import { runLabInVm } from './faultlab/cli';
 
 export interface FixProof {
   /** Compiled test files, relative to the checkout. */
@@ -25,6 +30,8 @@ export interface FixProof {
   /** Kernel to prove on unless --kernel says otherwise. */
   kernel?: 'debian' | 'debug';
   timeoutSec?: number;
+  /** The crash and fault lab's components that find the bug, and on which target (for --lab). */
+  lab: { only: string; target: string };
 }
 
 /** Fix name -> its proof. Every test that proves a fix is named `<fix>: ...`. */
@@ -32,14 +39,17 @@ export const FIXES: Readonly<Record<string, FixProof>> = {
   'era-postsuspend': {
     files: ['dist/test/vm/era-postsuspend.test.js'],
     summary: 'dm-era fix (a): postsuspend stops the worker (drain_workqueue) before it commits',
+    lab: { only: 'reload', target: 'dmkit-era' },
   },
   'tm-commit-order': {
     files: ['dist/test/vm/era-tm-commit.test.js'],
     summary: 'fix (c): the superblock is written only after the rest of the transaction was flushed',
+    lab: { only: 'crash,ioerr', target: 'dmkit-era' },
   },
   'clone-flush': {
     files: ['dist/test/vm/clone-flush.test.js'],
     summary: 'dm-clone fix (b): the destination is flushed before metadata marking regions hydrated commits',
+    lab: { only: 'crash', target: 'dmkit-clone' },
   },
 };
 
@@ -48,15 +58,18 @@ export class UsageError extends Error {}
 export interface ProveArgs {
   fix: string;
   kernel: 'debian' | 'debug' | undefined;
+  /** Prove with the crash and fault lab instead of the named tests. */
+  lab: boolean;
 }
 
 export function usage(fixes: Readonly<Record<string, FixProof>> = FIXES): string {
   const names = Object.keys(fixes).sort();
   const width = Math.max(...names.map((n) => n.length));
   return [
-    'usage: npm run prove -- <fix> [--kernel debian|debug]',
+    'usage: npm run prove -- <fix> [--kernel debian|debug] [--lab]',
     'Runs the tests named "<fix>: ..." in the VM lab with the fix and with its revert switch; exit 0 only when',
     'they pass with the fix and fail without it. The last line is {"fix":..,"with_fix":..,"with_revert":..}.',
+    '--lab: the crash and fault lab\'s components for the fix stand in for the named tests.',
     'Known fixes:',
     ...names.map((n) => `  ${n.padEnd(width)}  ${fixes[n]!.summary}`),
   ].join('\n');
@@ -65,6 +78,7 @@ export function usage(fixes: Readonly<Record<string, FixProof>> = FIXES): string
 export function parseProveArgs(argv: readonly string[], fixes: Readonly<Record<string, FixProof>> = FIXES): ProveArgs {
   let fix: string | undefined;
   let kernel: ProveArgs['kernel'];
+  let lab = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--help' || a === '-h') throw new UsageError(usage(fixes));
@@ -74,13 +88,17 @@ export function parseProveArgs(argv: readonly string[], fixes: Readonly<Record<s
       kernel = v;
       continue;
     }
+    if (a === '--lab') {
+      lab = true;
+      continue;
+    }
     if (a.startsWith('-')) throw new UsageError(`unknown option ${a}\n${usage(fixes)}`);
     if (fix !== undefined) throw new UsageError(`one fix at a time (got ${fix} and ${a})\n${usage(fixes)}`);
     fix = a;
   }
   if (fix === undefined) throw new UsageError(usage(fixes));
   if (!Object.hasOwn(fixes, fix)) throw new UsageError(`unknown fix '${fix}'\n${usage(fixes)}`);
-  return { fix, kernel };
+  return { fix, kernel, lab };
 }
 
 /** The name pattern for node --test: the fix name and a colon at the start of a test's name. */
@@ -123,9 +141,9 @@ export interface ProofResult {
 }
 
 /** The closing line and exit status from the two runs. */
-export function proofResult(fix: string, withFix: RunVerdict, withRevert: RunVerdict): ProofResult {
+export function proofResult(fix: string, withFix: RunVerdict, withRevert: RunVerdict, lab = false): ProofResult {
   const word = (v: RunVerdict): 'pass' | 'fail' => (v === 'pass' ? 'pass' : 'fail');
-  const line = JSON.stringify({ fix, with_fix: word(withFix), with_revert: word(withRevert) });
+  const line = JSON.stringify({ fix, ...(lab ? { lab: true } : {}), with_fix: word(withFix), with_revert: word(withRevert) });
   return { line, exitCode: withFix === 'pass' && withRevert === 'fail' ? 0 : 1 };
 }
 
@@ -156,6 +174,23 @@ async function proveRun(args: ProveArgs, proof: FixProof, reverts: readonly stri
   return verdict;
 }
 
+/** The fix's lab components at CI scale: pass with no failure reported, fail with any. */
+async function labRun(args: ProveArgs, proof: FixProof, reverts: readonly string[]): Promise<RunVerdict> {
+  const label = reverts.length ? `with ${args.fix} reverted` : 'with the fix';
+  console.error(`prove ${args.fix}: running the lab's ${proof.lab.only} on ${proof.lab.target} ${label}`);
+  try {
+    const run = await runLabInVm([
+      '--scale', 'ci', '--only', proof.lab.only, '--target', proof.lab.target,
+      ...(args.kernel ? ['--kernel', args.kernel] : []), ...(reverts.length ? ['--revert', reverts.join(',')] : []),
+    ]);
+    console.error(`prove ${args.fix}: ${label}: ${JSON.stringify(run.counters)}${run.note ? ` (${run.note})` : ''}`);
+    return run.counters.failures ? 'fail' : 'pass';
+  } catch (e) {
+    console.error(`prove ${args.fix}: the lab failed ${label}: ${(e as Error).message}`);
+    return 'inconclusive';
+  }
+}
+
 async function main(): Promise<void> {
   let args: ProveArgs;
   try {
@@ -166,9 +201,10 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const proof = FIXES[args.fix]!;
-  const withFix = await proveRun(args, proof, []);
-  const withRevert = await proveRun(args, proof, [args.fix]);
-  const result = proofResult(args.fix, withFix, withRevert);
+  const run = args.lab ? labRun : proveRun;
+  const withFix = await run(args, proof, []);
+  const withRevert = await run(args, proof, [args.fix]);
+  const result = proofResult(args.fix, withFix, withRevert, args.lab);
   if (withRevert === 'inconclusive') console.error(`prove ${args.fix}: the run with the revert did not get to run its tests; nothing is proven`);
   console.log(result.line);
   process.exit(result.exitCode);

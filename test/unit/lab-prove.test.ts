@@ -7,9 +7,10 @@ import { FIXES, parseProveArgs, proofResult, runVerdict, testCommand, testNamePa
 const ran = (passed: number, failed: number, skipped = 0) => ({ passed, failed, skipped });
 
 test('a fix name and an optional kernel are read', () => {
-  assert.deepEqual(parseProveArgs(['era-postsuspend']), { fix: 'era-postsuspend', kernel: undefined });
-  assert.deepEqual(parseProveArgs(['--kernel', 'debug', 'tm-commit-order']), { fix: 'tm-commit-order', kernel: 'debug' });
-  assert.deepEqual(parseProveArgs(['tm-commit-order', '--kernel=debian']), { fix: 'tm-commit-order', kernel: 'debian' });
+  assert.deepEqual(parseProveArgs(['era-postsuspend']), { fix: 'era-postsuspend', kernel: undefined, lab: false });
+  assert.deepEqual(parseProveArgs(['clone-flush', '--lab']), { fix: 'clone-flush', kernel: undefined, lab: true });
+  assert.deepEqual(parseProveArgs(['--kernel', 'debug', 'tm-commit-order']), { fix: 'tm-commit-order', kernel: 'debug', lab: false });
+  assert.deepEqual(parseProveArgs(['tm-commit-order', '--kernel=debian']), { fix: 'tm-commit-order', kernel: 'debian', lab: false });
 });
 
 test('unknown fixes, options and kernels get the usage with the known fixes', () => {
@@ -67,6 +68,7 @@ test('the proof holds only for pass with the fix and fail with the revert', () =
     exitCode: 0,
   });
   assert.equal(proofResult('x', 'pass', 'pass').exitCode, 1);
+  assert.match(proofResult('clone-flush', 'pass', 'fail', true).line, /^\{"fix":"clone-flush","lab":true,"with_fix":"pass","with_revert":"fail"\}$/);
   assert.equal(proofResult('x', 'fail', 'fail').exitCode, 1);
   assert.equal(proofResult('x', 'inconclusive', 'fail').exitCode, 1);
   const inconclusive = proofResult('x', 'pass', 'inconclusive');

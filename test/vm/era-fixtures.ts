@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
-import { describeSector, flushBuffers, IN_VM, patternBuffer, Scope, sh, zero } from '../../src/testing';
+import { describeSector, flushBuffers, IN_VM, patternBuffer, prng, Scope, sh, zero } from '../../src/testing';
 import { bytes, sectors } from '../../src/units';
 import { createDevice, dmsetup, dmsetupStatus, kernelLogSince, TestDevice } from './dmsetup';
 
@@ -52,17 +52,8 @@ export function skipUnless(...types: EraType[]): string | false {
  * Deterministic randomness
  *--------------------------------------------------------------*/
 
-/** mulberry32: a small seeded PRNG; returns floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The shared seeded PRNG (src/testing/random.ts). */
+export const rng = prng;
 
 /** `count` distinct blocks below `nrBlocks`, sorted. */
 export function randomBlocks(rand: () => number, nrBlocks: number, count: number): number[] {

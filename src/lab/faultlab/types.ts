@@ -71,17 +71,7 @@ export interface Component {
   run(ctx: LabContext, only?: { seed: number }): Promise<Partial<Counters>>;
 }
 
-/** Deterministic PRNG (mulberry32) so every case replays from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from '../../testing/random';
 
 /** A sub-seed for case `i` of a component, stable across runs. */
 export function caseSeed(base: number, component: string, i: number): number {
