@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/dm_ioctl.cc",
+        "native/replay.cc",
         "native/sys.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

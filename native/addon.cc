@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "dm_ioctl.h"
+#include "replay.h"
 #include "sys.h"
 
 namespace {
@@ -14,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addonVersion", Napi::Function::New(env, AddonVersion));
   dmkit::RegisterDmIoctl(env, exports);
   dmkit::RegisterSys(env, exports);
+  dmkit::RegisterReplay(env, exports);
   return exports;
 }
 

@@ -1,10 +1,9 @@
-/** hydrateAndSwap against a scripted device-mapper, and the dm-log-writes reader of the crash suite. */
+/** hydrateAndSwap against a scripted device-mapper. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { DevId, DeviceInfo, TargetLine, TargetStatus } from '../../src/dm';
 import { sectors, targetBlocks } from '../../src/units';
 import { hydrateAndSwap, type HydrateDm, type HydrationProgress } from '../../src/workflows';
-import { LOG_FLAG, LOG_MAGIC, parseWriteLog, replay } from '../vm/clone-logwrites';
 
 const info = { name: 'c' } as unknown as DeviceInfo;
 
@@ -136,59 +135,5 @@ describe('hydrateAndSwap', () => {
     await f.dm.create('c', { targets: [{ start: sectors(0), length: sectors(384), type: 'clone', params: '/dev/m /dev/d /dev/s 128' }] });
     const r = await hydrateAndSwap(f.dm, { ...base, create: false }).done;
     assert.deepEqual(r.table, { start: 0n, length: 384n, type: 'linear', params: '/dev/d 0' });
-  });
-});
-
-describe('dm-log-writes log reader', () => {
-  /** A log of: write 2 sectors at 4, flush, mark "m1", discard 1 at 0, with 512-byte blocks. */
-  function sampleLog(): Buffer {
-    const blocks: Buffer[] = [];
-    const superblock = Buffer.alloc(512);
-    superblock.writeBigUInt64LE(LOG_MAGIC, 0);
-    superblock.writeBigUInt64LE(1n, 8);
-    superblock.writeBigUInt64LE(4n, 16);
-    superblock.writeUInt32LE(512, 24);
-    blocks.push(superblock);
-    const entry = (sector: bigint, nr: bigint, flags: bigint, data = ''): Buffer => {
-      const b = Buffer.alloc(512);
-      b.writeBigUInt64LE(sector, 0);
-      b.writeBigUInt64LE(nr, 8);
-      b.writeBigUInt64LE(flags, 16);
-      b.writeBigUInt64LE(BigInt(data.length), 24);
-      b.write(data, 32);
-      return b;
-    };
-    blocks.push(entry(4n, 2n, 0n), Buffer.alloc(1024, 0xab));
-    blocks.push(entry(0n, 0n, LOG_FLAG.FLUSH));
-    blocks.push(entry(0n, 0n, LOG_FLAG.MARK, 'm1'));
-    blocks.push(entry(0n, 1n, LOG_FLAG.DISCARD));
-    return Buffer.concat(blocks);
-  }
-
-  test('entries, marks and data offsets follow the kernel layout', () => {
-    const log = sampleLog();
-    const parsed = parseWriteLog(log);
-    assert.equal(parsed.entries.length, 4);
-    assert.deepEqual(parsed.entries.map((e) => [e.sector, e.sectors, e.flags, e.mark]), [
-      [4n, 2n, 0n, undefined],
-      [0n, 0n, 1n, undefined],
-      [0n, 0n, 8n, 'm1'],
-      [0n, 1n, 4n, undefined],
-    ]);
-    assert.equal(parsed.entries[0]!.dataOffset, 1024);
-    assert.equal(parsed.entries[1]!.dataOffset, 2048 + 512);
-  });
-
-  test('replay applies entries before the end only; discards read zero', () => {
-    const log = sampleLog();
-    const parsed = parseWriteLog(log);
-    const baseImg = Buffer.alloc(8 * 512, 0x11);
-    assert.deepEqual(replay(log, parsed, baseImg, 0), baseImg);
-    const two = replay(log, parsed, baseImg, 2);
-    assert.equal(two[4 * 512], 0xab);
-    assert.equal(two[6 * 512 - 1], 0xab);
-    assert.equal(two[0], 0x11);
-    assert.equal(replay(log, parsed, baseImg, 4)[0], 0);
-    assert.throws(() => parseWriteLog(Buffer.alloc(512)), /magic/);
   });
 });

@@ -14,11 +14,12 @@
  * would give two logs with no common order; a shared log over one device would let metadata flushes
  * flush the destination too and hide the bug.)
  *
- * Replay. The log is parsed in TypeScript (clone-logwrites.ts). For each crash point the destination is
- * rebuilt from its pre-logging contents (a garbage stamp nobody writes) plus the entries before the
- * mark, the metadata image is restored, and the clone is reopened (no_hydration) on the crash images:
- * every sector must hold the source's stamp or a stamp the user wrote there. With the fix this passes;
- * built with --revert clone-flush, hydrated regions read back the garbage stamp.
+ * Replay. The log is parsed and replayed by the lab's log-writes module (src/lab/faultlab/logwrites.ts).
+ * For each crash point the destination is rebuilt from its pre-logging contents (a garbage stamp nobody
+ * writes) plus the entries before the mark, the metadata image is restored, and the clone is reopened
+ * (no_hydration) on the crash images: every sector must hold the source's stamp or a stamp the user
+ * wrote there. With the fix this passes; built with --revert clone-flush, hydrated regions read back the
+ * garbage stamp.
  *
  * Runs against dmkit-clone when registered (the revert switch only exists there), else the in-tree clone.
  */
@@ -30,7 +31,7 @@ import { clone, cloneMessages, linear, logWrites, logWritesMessages } from '../.
 import { describeSector, flushBuffers, patternBuffer, ramdisks, Scope, zero, type BlockDevice } from '../../src/testing';
 import { bytes, sectors, targetBlocks } from '../../src/units';
 import { cloneStatus, DataModel, MiB, pickCloneType, readDirect, readSuperblock, setThrottle, stampDirect, sleep, writeDirectAsync, type CloneKind } from './clone-lib';
-import { LOG_FLAG, parseWriteLog, replay } from './clone-logwrites';
+import { LOG_FLAG, logIndex, prefixApply, replayImage } from '../../src/lab/faultlab/logwrites';
 
 const REGION = sectors(128); // 64 KiB
 const LENGTH = sectors((24n * MiB) / 512n); // 384 regions
@@ -133,7 +134,7 @@ describe('clone-flush', () => {
 
     flushBuffers(logRam!.path);
     const logBuf = readDirect(logRam!.path, 0n, 48n * MiB, 1n * MiB);
-    const log = parseWriteLog(logBuf);
+    const log = logIndex(logBuf);
     const markAt = new Map(log.entries.filter((e) => e.mark !== undefined).map((e) => [e.mark!, e.index]));
     const flushes = log.entries.filter((e) => e.flags & LOG_FLAG.FLUSH).length;
     assert.ok(points.length >= 3, 'enough crash points');
@@ -143,7 +144,7 @@ describe('clone-flush', () => {
     for (const p of points) {
       const end = markAt.get(p.mark);
       assert.notEqual(end, undefined, `mark ${p.mark} is in the log`);
-      writeWhole(crashDest!.path, replay(logBuf, log, base, end!));
+      await replayImage({ log: logBuf, index: log, base, length: base.length, apply: prefixApply(log, end!), out: crashDest!.path });
       writeWhole(crashMeta!.path, p.meta);
       const sb = readSuperblock(p.meta);
       if (sb.magic !== 0x8af27f64n) continue; // no commit yet at this point: nothing is marked hydrated
