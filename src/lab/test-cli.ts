@@ -1,8 +1,9 @@
 /**
- * `npm test`: host unit tests, then the VM suites on the Debian kernel and, when ../shared/kernels holds
- * it, on the KASAN/lockdep debug kernel; one closing summary line `N passed, N failed, N skipped`.
+ * `npm test`: host unit tests, then the VM suites on the Debian kernel, the crash and fault lab at CI
+ * scale and, when ../shared/kernels holds it, the KASAN/lockdep debug kernel's suites; one closing summary
+ * line `N passed, N failed, N skipped` (the lab counts as one test; its counters are printed above).
  *
- *   npm test -- [--unit-only] [--no-debug] [--debug-only] [--suite PATTERN]
+ *   npm test -- [--unit-only] [--no-debug] [--debug-only] [--no-lab] [--suite PATTERN]
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,6 +12,7 @@ import { debugKernelAvailable } from './kernels';
 import { REPO_ROOT } from './paths';
 import { tee } from './proc';
 import { describeResult, runVm, VM_EXIT } from './vm';
+import { runLabInVm } from './faultlab/cli';
 
 interface Counts {
   passed: number;
@@ -46,7 +48,7 @@ const VM_SUITES = 'dist/test/vm/';
  * whose extra work is in userspace (CLI process start-up, crash-image replay). DMKIT_DEBUG_SUITES=all
  * runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data', 'clone-compat'];
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];
@@ -92,6 +94,21 @@ async function vmStage(kernel: 'debian' | 'debug', suites: readonly string[]): P
   return { stage: `VM suites on the ${kernel} kernel ${r.kernel.release}`, seconds: (Date.now() - started) / 1000, ...counts, ...(note ? { note } : {}) };
 }
 
+async function labStage(): Promise<StageResult> {
+  const started = Date.now();
+  const run = await runLabInVm(['--scale', 'ci']);
+  console.log(`lab counters: ${JSON.stringify(run.counters)}`);
+  const failed = run.counters.failures > 0 ? 1 : 0;
+  return {
+    stage: 'crash and fault lab (ci scale)',
+    seconds: (Date.now() - started) / 1000,
+    passed: 1 - failed,
+    failed,
+    skipped: 0,
+    note: run.note ?? `${run.counters.crash_states} crash states, ${run.counters.io_error_points} IO-error points, ${run.counters.malformed_inputs} malformed inputs, ${run.counters.corrupted_images} corrupted images, ${run.counters.reload_races} reload races, ${run.counters.failures} failures`,
+  };
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const flag = (f: string): boolean => args.includes(f);
@@ -102,6 +119,7 @@ async function main(): Promise<void> {
   if (!flag('--debug-only')) stages.push(await unitStage());
   if (!flag('--unit-only')) {
     if (!flag('--debug-only')) stages.push(await vmStage('debian', chosen ?? [VM_SUITES]));
+    if (!flag('--debug-only') && !flag('--no-lab') && !chosen) stages.push(await labStage());
     if (!flag('--no-debug')) {
       if (debugKernelAvailable()) stages.push(await vmStage('debug', chosen ?? debugSuites()));
       else console.log('note: no debug kernel in ../shared/kernels/6.1-dmdebug; its VM run is skipped');

@@ -6,7 +6,9 @@ import * as fs from 'node:fs';
 import { Bytes, bytes, Sectors, sectors, SECTOR_SIZE } from '../units';
 
 const SECTOR = Number(SECTOR_SIZE);
-const MAGIC = 0x444d4b54; // "DMKT"
+/** The first word of every stamped sector ("DMKT"). */
+export const STAMP_MAGIC = 0x444d4b54;
+const MAGIC = STAMP_MAGIC;
 
 /** Fills one sector's worth of `buf` at `at` (a multiple of 4) with the stamp of (seed, sector). */
 export function stampSector(buf: Buffer, at: number, seed: number, sector: bigint): void {
