@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { blockChecksum, CHECKSUM_SALT } from '../../src/pdata/checksum';
-import { flushBuffers, ramdisks, Scope, stamp, verify } from '../../src/testing';
+import { spawnSync } from 'node:child_process';
+import { flushBuffers, patternBuffer, ramdisks, Scope, stamp, verify } from '../../src/testing';
 import { bytes, sectors } from '../../src/units';
 import { createDevice, dmsetup, dmsetupStatus, kernelLogMark, kernelLogSince } from './dmsetup';
 
@@ -51,7 +52,7 @@ describe('dmkit-core', () => {
   test('status reports the version, kernel and build switches; messages answer', () => {
     const [ram] = ramdisks(scope, 1, bytes(16n * MiB));
     createDevice(scope, 'core-status', `0 ${ram!.sectors} dmkit-core ${ram!.path} 0`);
-    assert.equal(dmsetup('status', 'core-status').trim(), `0 ${ram!.sectors} dmkit-core 0.1.0 ${os.release()} - -`);
+    assert.equal(dmsetup('status', 'core-status').trim(), `0 ${ram!.sectors} dmkit-core 0.1.0 ${os.release()} - - 0 0 off 0`);
     assert.equal(dmsetup('message', 'core-status', '0', 'ping').trim(), 'pong');
 
     // The kernel checksums a fixed block through dm-persistent-data; ours must agree with it.
@@ -59,7 +60,7 @@ describe('dmkit-core', () => {
     for (let i = 0; i < block.length; i++) block[i] = (i * 7 + 3) & 0xff;
     const want = blockChecksum(block.subarray(4), CHECKSUM_SALT.eraSuperblock).toString(16).padStart(8, '0');
     assert.equal(dmsetup('message', 'core-status', '0', 'selftest').trim(), `pass ${want}`);
-    assert.match(dmsetup('status', 'core-status'), / - pass$/m);
+    assert.match(dmsetup('status', 'core-status'), / - pass \d+ \d+ off \d+$/m);
   });
 
   test('malformed tables and messages get EINVAL, one log line each, and leave nothing behind', () => {
@@ -89,5 +90,47 @@ describe('dmkit-core', () => {
     const lines = kernelLogSince(mark).filter((l) => /dmkit-core/.test(l));
     assert.equal(lines.length, 1);
     assert.match(lines[0]!, /unsupported message 'frobnicate' with 2 argument/);
+  });
+
+  test('the counting fault injector fails or drops exactly from the chosen write or flush on', () => {
+    const [ram] = ramdisks(scope, 1, bytes(16n * MiB));
+    const name = 'core-fault';
+    const dev = createDevice(scope, name, `0 ${ram!.sectors} dmkit-core ${ram!.path} 0`).path;
+    const counters = (): string[] => dmsetup('status', name).trim().split(/\s+/).slice(-4);
+    const writeBlock = (block: number, seed: number, sync: boolean): number | null => {
+      const r = spawnSync('dd', [`of=${dev}`, 'bs=4096', `seek=${block}`, 'count=1', 'oflag=direct', `conv=notrunc${sync ? ',fsync' : ''}`, 'status=none'], {
+        input: patternBuffer(seed, sectors(BigInt(block * 8)), 8),
+      });
+      return r.status;
+    };
+    // brd has no write cache, yet flushes reach the target: the device advertises one.
+    assert.equal(writeBlock(0, 1, true), 0);
+    assert.deepEqual(counters(), ['1', '1', 'off', '0']);
+
+    dmsetup('message', name, '0', 'fault', 'writes', '2', 'error');
+    assert.equal(writeBlock(1, 2, false), 0);
+    assert.equal(writeBlock(2, 2, false), 0);
+    assert.notEqual(writeBlock(3, 2, false), 0, 'the third write after arming must fail');
+    assert.notEqual(writeBlock(4, 2, false), 0, 'and every later one');
+    assert.deepEqual(counters(), ['5', '1', 'tripped', '2']);
+    const readBack = (block: number): Buffer => spawnSync('dd', [`if=${dev}`, 'bs=4096', `skip=${block}`, 'count=1', 'iflag=direct', 'status=none']).stdout;
+    assert.equal(readBack(3).readUInt32LE(4), 0, 'a failed write leaves the block alone');
+
+    dmsetup('message', name, '0', 'fault', 'flushes', '1', 'drop');
+    assert.equal(writeBlock(5, 3, true), 0, 'the first flush passes');
+    assert.equal(writeBlock(6, 3, true), 0, 'the write passes, the second flush trips and completes as dropped');
+    assert.equal(writeBlock(7, 3, false), 0, 'a dropped write completes without error');
+    assert.equal(readBack(6).readUInt32LE(4), 3);
+    assert.equal(readBack(7).readUInt32LE(4), 0, 'a dropped write never reaches the device');
+    dmsetup('message', name, '0', 'fault', 'off');
+    assert.equal(writeBlock(8, 4, false), 0);
+    assert.equal(readBack(8).readUInt32LE(4), 4);
+
+    for (const words of [['fault'], ['fault', 'writes', '1'], ['fault', 'reads', '1', 'error'], ['fault', 'writes', '18446744073709551616', 'error'], ['fault', 'writes', '1x', 'drop'], ['fault', 'flushes', '1', 'explode'], ['fault', 'off', 'now']]) {
+      const mark = kernelLogMark();
+      assert.notEqual(dmsetupStatus('message', name, '0', ...words).status, 0, `'${words.join(' ')}' was accepted`);
+      const lines = kernelLogSince(mark).filter((l) => /dmkit-core/.test(l));
+      assert.equal(lines.length, 1, `one log line for '${words.join(' ')}', got:\n${lines.join('\n')}`);
+    }
   });
 });

@@ -1,0 +1,3 @@
+export * from './injector';
+export * from './driver';
+export { MetaRig } from './rig';
