@@ -1,0 +1,107 @@
+/**
+ * dm-flakey errors at a clone commit (issue 5): the metadata device is a table of two segments over one
+ * ramdisk — block 0 (the superblock) on linear, the rest on linear that is swapped for
+ * `flakey ... 0 1 1 error_writes` (always down: reads pass, writes fail) between commits. A commit then
+ * fails: the clone must switch to read-only mode (status `ro`), refuse what needs a metadata change, keep
+ * serving reads, and after teardown (every metadata write failing, so nothing can reach the disk late) a
+ * reopen on healthy metadata must show exactly the last committed transaction: the regions hydrated
+ * before the failure, none of those marked after it, and the data as of that commit.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { DeviceMapper } from '../../src/dm';
+import { clone } from '../../src/targets';
+import { patternBuffer, ramdisks, Scope, zero, type BlockDevice } from '../../src/testing';
+import { bytes, sectors } from '../../src/units';
+import { assertModel, assertSuperblock, cloneStatus, DataModel, MiB, pickCloneType, stampDirect, writeDirect, type CloneKind } from './clone-lib';
+
+const REGION = sectors(128);
+const LENGTH = sectors((8n * MiB) / 512n); // 128 regions
+const META = 4n * MiB / 512n;
+const SRC_SEED = 41;
+
+const dm = DeviceMapper.open();
+let type: CloneKind | undefined;
+let skip: string | undefined;
+before(async () => {
+  ({ type, skip } = await pickCloneType(dm));
+});
+after(() => dm.close());
+
+function metaTable(backing: string, body: 'ok' | 'fail', sb: 'ok' | 'fail') {
+  const seg = (start: bigint, length: bigint, state: 'ok' | 'fail') => ({
+    start: sectors(start), length: sectors(length), type: state === 'ok' ? 'linear' : 'flakey',
+    params: state === 'ok' ? `${backing} ${start}` : `${backing} ${start} 0 1 1 error_writes`,
+  });
+  return [seg(0n, 8n, sb), seg(8n, META - 8n, body)];
+}
+
+async function swap(name: string, targets: ReturnType<typeof metaTable>): Promise<void> {
+  await dm.load({ name }, targets);
+  await dm.suspend({ name });
+  await dm.resume({ name });
+}
+
+describe('clone metadata errors', () => {
+  test('a commit that fails under dm-flakey puts the clone in read-only mode; reopening shows the last commit', async (t) => {
+    if (skip) return t.skip(skip);
+    const scope = new Scope();
+    const names: string[] = [];
+    try {
+      const [metaRam, dest, src] = ramdisks(scope, 3, bytes(16n * MiB)) as [BlockDevice, BlockDevice, BlockDevice];
+      stampDirect(src.path, undefined, 0n, LENGTH, SRC_SEED);
+      zero(metaRam.path, bytes(1n * MiB));
+      await dm.create('me-meta', { targets: metaTable(metaRam.path, 'ok', 'ok') });
+      names.push('me-meta');
+      const meta = dm.devicePath('me-meta');
+      const cloneLine = () => clone.line(
+        { metadataDevice: meta, destinationDevice: dest.path, sourceDevice: src.path, regionSize: REGION, noHydration: true },
+        { start: sectors(0), length: LENGTH, type: type! },
+      );
+      await dm.create('me-clone', { targets: [cloneLine()] });
+      names.push('me-clone');
+      const dev = dm.devicePath('me-clone');
+
+      // Committed: whole regions 3 and 9, and a sub-region write in 20 (copy, then write), each fsync'd.
+      const model = new DataModel(LENGTH, SRC_SEED);
+      stampDirect(dev, model, 3n * REGION, REGION, 51, { fsync: true });
+      stampDirect(dev, model, 9n * REGION, REGION, 52, { fsync: true });
+      stampDirect(dev, model, 20n * REGION + 16n, 8n, 53, { fsync: true });
+      const before = await cloneStatus(dm, 'me-clone');
+      assert.equal(before.hydrated, 3n);
+      assert.equal(before.mode, 'rw');
+
+      // The metadata body now fails every write: the next commit must fail.
+      await swap('me-meta', metaTable(metaRam.path, 'fail', 'ok'));
+      let failed = false;
+      try {
+        writeDirect(dev, 40n * REGION * 512n, patternBuffer(54, sectors(40n * REGION), Number(REGION)), { fsync: true });
+      } catch {
+        failed = true; // the write or its flush reports the failed commit
+      }
+      const during = await cloneStatus(dm, 'me-clone', { noflush: true });
+      assert.equal(during.mode, 'ro', `status after the failed commit: ${inspect(during)}`);
+      assert.ok(failed, 'the fsync whose commit failed must report an error');
+      // Reads still work: the committed data and the source behind unhydrated regions.
+      assertModel(dev, model, 'reads in read-only mode');
+
+      // Teardown with every metadata write failing (the superblock too), so nothing can publish late.
+      await swap('me-meta', metaTable(metaRam.path, 'fail', 'fail'));
+      await dm.remove({ name: 'me-clone' }, { retry: true });
+      names.pop();
+      await swap('me-meta', metaTable(metaRam.path, 'ok', 'ok'));
+      assertSuperblock(meta, REGION, LENGTH);
+
+      await dm.create('me-clone', { targets: [cloneLine()] });
+      names.push('me-clone');
+      const again = await cloneStatus(dm, 'me-clone');
+      assert.equal(again.mode, 'rw');
+      assert.equal(again.hydrated, 3n, 'exactly the regions of the last commit are hydrated');
+      assertModel(dev, model, 'data after reopening');
+    } finally {
+      for (const n of names.reverse()) await dm.remove({ name: n }, { retry: true }).catch(() => undefined);
+      scope.close();
+    }
+  });
+});
