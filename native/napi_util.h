@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace dmkit {
@@ -16,11 +17,18 @@ struct SysError {
   std::string path;
 };
 
+// The errno's symbolic name. glibc names every errno; libuv's table lacks some the kernel's dm code
+// returns (ENOTBLK from a block stored at the wrong place, say).
+inline std::string ErrnoName(int err) {
+  const char* name = strerrorname_np(err);
+  return name ? name : uv_err_name(-err);
+}
+
 // Shaped like Node's fs errors: code is the errno name, errno is kept positive as dmkit documents.
 inline Napi::Error MakeSysError(Napi::Env env, const SysError& e, const std::string& what) {
-  std::string message = std::string(uv_err_name(-e.err)) + ": " + uv_strerror(-e.err) + ", " + what;
+  std::string message = ErrnoName(e.err) + ": " + std::strerror(e.err) + ", " + what;
   Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, uv_err_name(-e.err)));
+  error.Set("code", Napi::String::New(env, ErrnoName(e.err)));
   error.Set("errno", Napi::Number::New(env, e.err));
   error.Set("syscall", Napi::String::New(env, e.syscall));
   if (!e.path.empty()) error.Set("path", Napi::String::New(env, e.path));

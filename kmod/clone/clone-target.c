@@ -1054,8 +1054,18 @@ static int get_devices(struct clone_target *c, struct dm_arg_set *as)
 	r = get_device_as(c, dm_shift_arg(as), &source_role, &c->source);
 	if (r)
 		goto bad_source;
+
+	/* Any two roles on one device would have the clone overwrite what it reads or tracks. */
+	if (c->md_dev->bdev == c->dest->bdev || c->md_dev->bdev == c->source->bdev ||
+	    c->dest->bdev == c->source->bdev) {
+		ti->error = "The metadata, destination and source devices must all differ";
+		r = -EINVAL;
+		goto bad_same;
+	}
 	return 0;
 
+bad_same:
+	dm_put_device(ti, c->source);
 bad_source:
 	dm_put_device(ti, c->dest);
 bad_dest:

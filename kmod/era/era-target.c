@@ -365,6 +365,12 @@ static int dmkit_era_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	r = open_table_device(era, &as, &era->origin_dev, &ti->error, "Cannot open the origin device");
 	if (r)
 		goto bad_origin_dev;
+	/* Formatting the metadata would overwrite the data it is meant to track. */
+	if (era->metadata_dev->bdev == era->origin_dev->bdev) {
+		ti->error = "The metadata and origin devices must differ";
+		r = -EINVAL;
+		goto bad_args;
+	}
 	r = parse_block_size(era, &as, &ti->error);
 	if (r)
 		goto bad_args;
