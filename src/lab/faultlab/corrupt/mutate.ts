@@ -166,7 +166,7 @@ const ROUNDS: ReadonlyArray<[number, CsumMode]> = [
   [1, 'fixed'], [0, 'stale'], [2, 'stale'], [3, 'stale'], [4, 'stale'], [5, 'stale'], [6, 'stale'],
 ];
 export const CI_ROUNDS = 2;
-export const RANDOM_CASES: Record<Scale, number> = { ci: 40, release: 100_000 };
+export const RANDOM_CASES: Record<Scale, number> = { ci: 80, release: 100_000 };
 
 const KIND_ORDER: readonly BlockKind[] = ['superblock', 'btree-internal', 'btree-leaf', 'array', 'sm-index', 'sm-bitmap'];
 
