@@ -1,9 +1,64 @@
-/** Lab component 'crash' (placeholder until it lands). */
-import type { Component } from './types';
+/**
+ * Lab component 'crash': recorded workloads replayed to crash states (every FLUSH/FUA point or crash mark,
+ * subsets of the pending writes, torn 4 KiB writes), each checked against the target's durability
+ * contract in user space, a sample recovered in the kernel. See crash/era.ts and crash/clone.ts.
+ */
+import * as fs from 'node:fs';
+import { DeviceMapper } from '../../dm';
+import { ramdisks, Scope } from '../../testing';
+import { bytes } from '../../units';
+import { cloneCrashWorkload } from './crash/clone';
+import { eraCrashWorkload } from './crash/era';
+import { crashPlan, MiB, registered } from './crash/rig';
+import { caseSeed, Component, Counters, LabContext } from './types';
+
+const ERA_TYPES = ['era', 'dmkit-era'];
+const CLONE_TYPES = ['dmkit-clone', 'clone'];
+
+function cloneThrottle(type: string): (percent: number) => void {
+  const p = type === 'dmkit-clone' ? '/sys/module/dmkit_clone/parameters/hydration_throttle' : '/sys/module/dm_clone/parameters/clone_hydration_throttle';
+  return (percent) => {
+    if (fs.existsSync(p)) fs.writeFileSync(p, `${percent}\n`);
+  };
+}
 
 export const component: Component = {
   name: 'crash',
-  async run() {
-    return {};
+  async run(ctx: LabContext, only?: { seed: number }): Promise<Partial<Counters>> {
+    const dm = DeviceMapper.open();
+    const scope = new Scope();
+    const got = { crash_states: 0, crash_states_kernel: 0, known_upstream: 0 };
+    try {
+      const [rec, log, crash, src, meta, crashMeta] = ramdisks(scope, 6, bytes(BigInt(48 * MiB))).map((d) => d.path) as [string, string, string, string, string, string];
+      const eraPlan = crashPlan(ctx.scale, 'era');
+      for (const type of ERA_TYPES) {
+        if (!ctx.wants(type) || !(await registered(dm, type))) continue;
+        for (let w = 0; w < eraPlan.workloads; w++) {
+          const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}`, w);
+          const c = await eraCrashWorkload(ctx, dm, type, { rec, log, crash }, seed, eraPlan);
+          got.crash_states += c.states;
+          got.crash_states_kernel += c.kernel;
+          got.known_upstream += c.known;
+          if (only) break;
+        }
+      }
+      const clonePlan = crashPlan(ctx.scale, 'clone');
+      for (const type of CLONE_TYPES) {
+        if (!ctx.wants(type) || !(await registered(dm, type))) continue;
+        for (let w = 0; w < clonePlan.workloads; w++) {
+          const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}`, w);
+          const disks = { src, dest: rec, log, meta, crashDest: crash, crashMeta };
+          const c = await cloneCrashWorkload(ctx, dm, type, disks, seed, clonePlan, cloneThrottle(type));
+          got.crash_states += c.states;
+          got.crash_states_kernel += c.kernel;
+          got.known_upstream += c.known;
+          if (only) break;
+        }
+      }
+    } finally {
+      await dm.close();
+      scope.close();
+    }
+    return got;
   },
 };

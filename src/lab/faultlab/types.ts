@@ -15,11 +15,13 @@ export interface Counters {
   malformed_inputs: number;
   corrupted_images: number;
   reload_races: number;
+  /** Crash states or inputs where an in-tree target shows a documented upstream weakness (not failures). */
+  known_upstream: number;
   failures: number;
 }
 
 export function zeroCounters(): Counters {
-  return { crash_states: 0, crash_states_kernel: 0, io_error_points: 0, malformed_inputs: 0, corrupted_images: 0, reload_races: 0, failures: 0 };
+  return { crash_states: 0, crash_states_kernel: 0, io_error_points: 0, malformed_inputs: 0, corrupted_images: 0, reload_races: 0, known_upstream: 0, failures: 0 };
 }
 
 export function addCounters(a: Counters, b: Partial<Counters>): Counters {
