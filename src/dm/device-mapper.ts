@@ -534,6 +534,17 @@ export class DeviceMapper {
     });
   }
 
+  /** Whether the kernel has target `type` (GET_TARGET_VERSION loads its module if it must). */
+  async hasTarget(type: string): Promise<boolean> {
+    try {
+      await this.targetVersion(type);
+      return true;
+    } catch (e) {
+      if (e instanceof DmError) return false;
+      throw e;
+    }
+  }
+
   /**
    * Waits until the device's event number differs from `eventNr`, then returns its info and status.
    * The wait occupies one libuv pool thread until the event arrives.

@@ -9,7 +9,7 @@ import { ramdisks, Scope } from '../../testing';
 import { bytes } from '../../units';
 import { cloneCrashWorkload } from './crash/clone';
 import { eraCrashWorkload } from './crash/era';
-import { crashPlan, MiB, registered } from './crash/rig';
+import { crashPlan, MiB } from './crash/rig';
 import { caseSeed, Component, Counters, LabContext } from './types';
 
 const ERA_TYPES = ['era', 'dmkit-era'];
@@ -32,7 +32,7 @@ export const component: Component = {
       const [rec, log, crash, src, meta, crashMeta] = ramdisks(scope, 6, bytes(BigInt(48 * MiB))).map((d) => d.path) as [string, string, string, string, string, string];
       const eraPlan = crashPlan(ctx.scale, 'era');
       for (const type of ERA_TYPES) {
-        if (!ctx.wants(type) || !(await registered(dm, type))) continue;
+        if (!ctx.wants(type) || !(await dm.hasTarget(type))) continue;
         for (let w = 0; w < eraPlan.workloads; w++) {
           const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}`, w);
           const c = await eraCrashWorkload(ctx, dm, type, { rec, log, crash }, seed, eraPlan);
@@ -44,7 +44,7 @@ export const component: Component = {
       }
       const clonePlan = crashPlan(ctx.scale, 'clone');
       for (const type of CLONE_TYPES) {
-        if (!ctx.wants(type) || !(await registered(dm, type))) continue;
+        if (!ctx.wants(type) || !(await dm.hasTarget(type))) continue;
         for (let w = 0; w < clonePlan.workloads; w++) {
           const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}`, w);
           const disks = { src, dest: rec, log, meta, crashDest: crash, crashMeta };

@@ -24,7 +24,7 @@
  * A case seed is the injection point itself (ioerr/injector.ts pointSeed); the workload derives from the
  * base seed, so `--seed <base> --case <seed>` replays one point.
  */
-import { DeviceMapper, DmError } from '../../dm';
+import { DeviceMapper } from '../../dm';
 import { spawnSync } from 'node:child_process';
 import { patternBuffer, ramdisks, Scope } from '../../testing';
 import { bytes, sectors } from '../../units';
@@ -72,13 +72,7 @@ interface Target {
 
 async function registered(dm: DeviceMapper, type: string): Promise<boolean> {
   if (type === 'era') spawnSync('modprobe', ['dm-era']);
-  try {
-    await dm.targetVersion(type);
-    return true;
-  } catch (e) {
-    if (e instanceof DmError) return false;
-    throw e;
-  }
+  return dm.hasTarget(type);
 }
 
 function targetFor(ctx: LabContext, rigs: Rigs, type: IoerrTarget): Target {

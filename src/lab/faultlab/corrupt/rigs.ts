@@ -9,7 +9,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { DeviceMapper, DmError, type TargetLine } from '../../../dm';
+import { DeviceMapper, type TargetLine } from '../../../dm';
 import { cache, clone, era, linear } from '../../../targets';
 import { describeSector, patternBuffer, Scope, sh, stamp, type Checker } from '../../../testing';
 import { sectors, type Sectors } from '../../../units';
@@ -401,12 +401,6 @@ export async function cacheRig(dm: DeviceMapper, scope: Scope, baseSeed: number)
 }
 
 /** Whether a target type is registered (loading its module if needed). */
-export async function available(dm: DeviceMapper, type: string): Promise<boolean> {
-  try {
-    await dm.targetVersion(type);
-    return true;
-  } catch (e) {
-    if (e instanceof DmError) return false;
-    throw e;
-  }
+export function available(dm: DeviceMapper, type: string): Promise<boolean> {
+  return dm.hasTarget(type);
 }

@@ -39,15 +39,6 @@ export class Devices {
   }
 }
 
-export async function registered(dm: DeviceMapper, type: string): Promise<boolean> {
-  try {
-    await dm.targetVersion(type);
-    return true;
-  } catch (e) {
-    if (e instanceof DmError) return false;
-    throw e;
-  }
-}
 
 /** Sampling per scale: how many workloads, how many subsets and torn writes per crash point, kernel budget. */
 export interface CrashPlan {
