@@ -84,8 +84,10 @@ export async function runP2(opts: P2Options): Promise<Record<string, unknown>> {
       );
       await dm.create(NAME, { targets: [line] });
     };
+    // Polled every 10 ms: with noflush, or each poll would commit the metadata (and flush the destination
+    // first) as a status request does, and the poller would throttle what it measures.
     const hydration = async (): Promise<{ hydrated: bigint; total: bigint }> => {
-      const st = clone.parseStatus((await dm.status(id))[0]!.status);
+      const st = clone.parseStatus((await dm.status(id, { noflush: true }))[0]!.status);
       if ('fail' in st || 'error' in st) throw new Error(`${NAME} failed`);
       return { hydrated: st.hydrated, total: st.totalRegions };
     };
