@@ -178,11 +178,10 @@ export async function cloneCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
     counts.states += 1;
     if (counts.states % 100 === 0) ctx.log(`${type} workload ${seed}: ${counts.states} states, ${seen.size} distinct, ${counts.kernel} in the kernel, ${((Date.now() - recorded) / 1000).toFixed(0)} s`);
     const replayPlan = { log: logBuf, index: log, base, length: LENGTH, apply: state.apply, ...(state.torn ? { torn: state.torn } : {}) };
-    const { digest } = await replayImage({ ...replayPlan, digestOnly: true });
+    const { digest, image } = await replayImage(replayPlan); // one pass: the image and its digest
     const key = `${mark}:${digest}`;
     if (seen.has(key)) continue; // the same images as a state already judged
     seen.add(key);
-    const { image } = await replayImage(replayPlan);
     let problems = cloneOracle(meta, image!, seeds);
     if (!problems.length && counts.kernel < plan.kernelPerWorkload && !unformatted(new MetadataImage(meta)) && (seen.size % 4 === 1 || state.kind === 'prefix')) {
       await replayImage({ ...replayPlan, out: disks.crashDest });

@@ -19,13 +19,13 @@
  * read through it must equal the image, and after removal era_check passes and the contract still holds.
  */
 import { DeviceMapper } from '../../../dm';
-import { patternBuffer, readDirect, writeDirect, zero } from '../../../testing';
+import { patternBuffer, readDirect, runChecker, writeDirect, zero } from '../../../testing';
 import { bytes, sectors } from '../../../units';
 import { eraWrittenBlocks, MetadataDamage, MetadataImage, readEraMetadata, unformatted } from '../../../pdata/reader';
 import { LOG_FLAG, logIndex, replayImage } from '../logwrites';
 import { crashPoints, enumerateStates } from '../states';
 import { caseSeed, LabContext, prng } from '../types';
-import { checker, CrashPlan, Devices, MiB, nonZeroBlocks } from './rig';
+import { CrashPlan, Devices, MiB, nonZeroBlocks } from './rig';
 
 const META = 2 * MiB;
 const DATA = 2 * MiB;
@@ -115,8 +115,8 @@ async function recoverInKernel(devs: Devices, type: string, disks: EraDisks, ima
   }
   const after = readDirect(meta, 0n, BigInt(META), BigInt(MiB));
   if (!unformatted(new MetadataImage(after))) {
-    const check = checker('era_check', meta);
-    if (check) problems.push(`after recovery: ${check}`);
+    const check = runChecker('era_check', meta);
+    if (!check.ok) problems.push(`after recovery: era_check exited ${check.status}: ${check.output.split('\n').slice(0, 4).join(' | ')}`);
     const again = Buffer.concat([after, image.subarray(META, META + DATA)]);
     problems.push(...eraOracle(again).map((p) => `after recovery: ${p}`));
   }
@@ -190,10 +190,9 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
     perPoint.set(state.point, used + 1);
     counts.states += 1;
     const replayPlan = { log: logBuf, index: log, base: null, length: META + DATA, apply: state.apply, ...(state.torn ? { torn: state.torn } : {}) };
-    const { digest } = await replayImage({ ...replayPlan, digestOnly: true });
+    const { digest, image } = await replayImage(replayPlan); // one pass: the image and its digest
     if (seen.has(digest)) continue; // an image already judged: the verdict depends on the image alone
     seen.add(digest);
-    const { image } = await replayImage(replayPlan);
     let problems = eraOracle(image!);
     if (problems.length && type === 'era' && /^metadata damaged/.test(problems[0]!) && state.point < firstFlush) {
       if (!counts.known) ctx.log(`known upstream weakness at ${state.label}: ${INTREE_FORMAT_NOT_ATOMIC} (${problems[0]})`);

@@ -2,7 +2,6 @@
  * Pieces shared by the crash workloads: raw table lines, devices torn down in reverse order, the budget
  * of states recovered in the kernel, and the sampling parameters per scale.
  */
-import { spawnSync } from 'node:child_process';
 import { DeviceMapper, DmError } from '../../../dm';
 import { sectors } from '../../../units';
 import type { Scale } from '../types';
@@ -59,13 +58,6 @@ export function crashPlan(scale: Scale, target: 'era' | 'clone'): CrashPlan {
   return target === 'era'
     ? { workloads: 2, ops: 18, exhaustiveUpTo: 6, randomSubsets: 24, tornPerPoint: 3, kernelPerWorkload: 24, maxStates: 700 }
     : { workloads: 1, ops: 0, exhaustiveUpTo: 6, randomSubsets: 24, tornPerPoint: 3, kernelPerWorkload: 16, maxStates: 900 };
-}
-
-/** Runs a checker (era_check, ...) on a device; null when it passes, else its first lines of output. */
-export function checker(tool: string, dev: string): string | null {
-  const r = spawnSync(tool, [dev], { encoding: 'utf8' });
-  if (r.status === 0) return null;
-  return `${tool} exited ${r.status}: ${`${r.stdout}${r.stderr}`.trim().split('\n').slice(0, 4).join(' | ')}`;
 }
 
 /** Indices of the 4 KiB blocks of `buf` that are not all zeros. */

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { DeviceMapper, DmError } from '../../../dm';
 import { era as eraCodec } from '../../../targets';
-import { flushBuffers, patternBuffer } from '../../../testing';
+import { flushBuffers, patternBuffer, runChecker } from '../../../testing';
 import { sectors } from '../../../units';
 import { prng } from '../types';
 import { MetaRig, removeIfThere } from './rig';
@@ -101,8 +101,8 @@ export class EraDriver implements Driver<EraOp> {
    */
   async verify(ops: readonly EraOp[], outcome: CaseOutcome): Promise<string[]> {
     const problems: string[] = [];
-    const check = spawnSync('era_check', [this.meta.path], { encoding: 'utf8' });
-    if (check.status !== 0) return [`era_check exited ${check.status}: ${oneLine(`${check.stdout}${check.stderr}`)}`];
+    const check = runChecker('era_check', this.meta.path);
+    if (!check.ok) return [`era_check exited ${check.status}: ${oneLine(check.output)}`];
 
     // The model: ops before `committed` are durable; the rest may or may not be.
     const committedEra = 1 + ops.slice(0, outcome.committed).filter((o) => o.kind === 'checkpoint').length;
