@@ -19,8 +19,8 @@
  *   - a write to a region that is not hydrated waits until the region is copied, except a write of the
  *     whole region, which hydrates it by itself;
  *   - a discard marks the regions it covers completely as hydrated without copying them;
- *   - the worker copies the remaining regions in the background through kcopyd while no user I/O is
- *     in flight.
+ *   - the worker copies the remaining regions in the background, through the copy engine of
+ *     clone-copier.c, while no user I/O is in flight.
  * Regions are marked hydrated in core; the marks are committed on REQ_PREFLUSH/REQ_FUA, every second,
  * on suspend, and before an INFO status. A commit flushes the destination before writing the
  * superblock, so a committed mark never names data that is still in a volatile cache.
@@ -30,7 +30,6 @@
 #include <linux/device-mapper.h>
 #include <linux/dm-io.h>
 #include <linux/dm-ioctl.h>
-#include <linux/dm-kcopyd.h>
 #include <linux/hashtable.h>
 #include <linux/jiffies.h>
 #include <linux/log2.h>
@@ -43,6 +42,7 @@
 #include <linux/workqueue.h>
 
 #include "dmkit-common.h"
+#include "clone-copier.h"
 #include "clone-metadata.h"
 
 #define DM_MSG_PREFIX "dmkit-clone"
@@ -54,13 +54,15 @@
 #define HYDRATION_POOL_MIN 256
 #define HYDRATING_HASH_BITS 10
 
+/* Same name as before the copy engine replaced kcopyd, so scripts that slow hydration keep working. */
+static unsigned int hydration_throttle = 100;
+module_param(hydration_throttle, uint, 0644);
+MODULE_PARM_DESC(hydration_throttle, "Percentage of time background hydration may keep copy I/O in flight");
+
 /* Status flag "do not commit first" (DMSTATUS --noflush); it lives in the private drivers/md/dm.h. */
 #ifndef DM_STATUS_NOFLUSH_FLAG
 #define DM_STATUS_NOFLUSH_FLAG (1 << 0)
 #endif
-
-DECLARE_DM_KCOPYD_THROTTLE_WITH_MODULE_PARM(hydration_throttle,
-	"Percentage of time kcopyd may spend on background hydration");
 
 enum clone_mode {
 	CLONE_MODE_WRITE,	/* metadata may change */
@@ -90,7 +92,7 @@ struct clone_target {
 	unsigned long flags;
 
 	unsigned int hydration_threshold;	/* regions being hydrated at most */
-	unsigned int hydration_batch_size;	/* adjacent regions per kcopyd job */
+	unsigned int hydration_batch_size;	/* adjacent regions per copy */
 
 	/* User bios between map and end_io; background hydration waits for zero. */
 	atomic_t ios_in_flight;
@@ -102,7 +104,7 @@ struct clone_target {
 	wait_queue_head_t hydration_idle;
 	unsigned long next_region;	/* background cursor, worker only */
 	mempool_t hydration_pool;
-	struct dm_kcopyd_client *kcopyd;
+	struct clone_copier *copier;
 
 	/* Bios handed to the worker. */
 	spinlock_t lock;
@@ -125,17 +127,18 @@ struct clone_target {
 	char **table_args;
 };
 
-/* One region being hydrated, by a kcopyd copy or by a bio that overwrites it. */
+/* One region being hydrated, by a copy or by a bio that overwrites it. */
 struct hydration {
 	struct clone_target *c;
 	unsigned long region;
 	struct hlist_node node;		/* in clone_target.hydrating */
-	struct list_head batch;		/* the other regions of the head's kcopyd job */
+	struct list_head batch;		/* the other regions of the head's copy */
 	struct bio_list waiting;	/* writes to submit once the region is hydrated */
 	struct bio *overwrite;
 	bio_end_io_t *overwrite_end_io;
 	void *overwrite_private;
 	blk_status_t status;
+	struct clone_copy copy;		/* the head's copy request */
 };
 
 static struct kmem_cache *hydration_cache;
@@ -427,13 +430,13 @@ static void finish_hydration(struct hydration *h)
 		wake_up_all(&c->hydration_idle);
 }
 
-static void copy_done(int read_err, unsigned long write_err, void *context)
+static void copy_done(bool failed, void *context)
 {
 	struct hydration *head = context, *h, *next;
 	struct clone_target *c = head->c;
 	blk_status_t status = BLK_STS_OK;
 
-	if (read_err || write_err) {
+	if (failed) {
 		DMERR_LIMIT("%s: copying from region %lu failed", clone_name(c), head->region);
 		status = BLK_STS_IOERR;
 	}
@@ -457,18 +460,9 @@ static void start_copy(struct hydration *head, unsigned int count)
 	struct clone_target *c = head->c;
 	sector_t start = region_to_sector(c, head->region);
 	sector_t end = min_t(sector_t, region_to_sector(c, head->region + count), c->ti->len);
-	struct dm_io_region from = {
-		.bdev = c->source->bdev,
-		.sector = start,
-		.count = end - start,
-	};
-	struct dm_io_region to = {
-		.bdev = c->dest->bdev,
-		.sector = start,
-		.count = end - start,
-	};
 
-	dm_kcopyd_copy(c->kcopyd, &from, 1, &to, 0, copy_done, head);
+	clone_copier_queue(c->copier, &head->copy, c->source->bdev, c->dest->bdev, start, end - start,
+			   copy_done, head);
 }
 
 static void overwrite_endio(struct bio *bio)
@@ -1253,11 +1247,11 @@ static int create_runtime(struct clone_target *c)
 		return r;
 	}
 
-	c->kcopyd = dm_kcopyd_client_create(&dm_kcopyd_throttle);
-	if (IS_ERR(c->kcopyd)) {
-		r = PTR_ERR(c->kcopyd);
-		ti->error = "Cannot create the kcopyd client";
-		goto bad_kcopyd;
+	c->copier = clone_copier_create("dmkit-clone-copy", &hydration_throttle);
+	if (IS_ERR(c->copier)) {
+		r = PTR_ERR(c->copier);
+		ti->error = "Cannot create the copy engine";
+		goto bad_copier;
 	}
 
 	c->wq = alloc_workqueue("dmkit-clone", WQ_MEM_RECLAIM, 0);
@@ -1269,8 +1263,8 @@ static int create_runtime(struct clone_target *c)
 	return 0;
 
 bad_wq:
-	dm_kcopyd_client_destroy(c->kcopyd);
-bad_kcopyd:
+	clone_copier_destroy(c->copier);
+bad_copier:
 	mempool_exit(&c->hydration_pool);
 	return r;
 }
@@ -1280,7 +1274,7 @@ static void destroy_runtime(struct clone_target *c)
 	/* Again here: a resume racing with the removal may have re-armed it after postsuspend. */
 	cancel_delayed_work_sync(&c->ticker);
 	destroy_workqueue(c->wq);
-	dm_kcopyd_client_destroy(c->kcopyd);
+	clone_copier_destroy(c->copier);
 	mempool_exit(&c->hydration_pool);
 	mutex_destroy(&c->commit_lock);
 }

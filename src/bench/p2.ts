@@ -2,11 +2,15 @@
  * P2: clone hydration. (1) Background hydration bandwidth against `dd` copying the same source to the
  * same destination (bs=1M, oflag=direct, same size; brd devices prefilled so no page allocation is timed).
  * (2) p99 latency of a foreground reader (fio: random 4 KiB O_DIRECT reads, queue depth 1) on a clone
- * that is hydrating against the same reader on an idle clone that hydrates nothing (no_hydration).
+ * that is hydrating against the same reader on an idle clone that hydrates nothing (no_hydration). The
+ * reader runs for half the median hydration time of part (1), so it ends while the clone still hydrates
+ * (`hydrated_fraction_after_fg_run` < 1 shows it did).
  * The clone type is dmkit-clone when registered, else the in-tree clone (debug kernel). Contenders
  * alternate order round by round; the result is ratios of medians.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { promisify } from 'node:util';
 import { DeviceMapper, DmError } from '../dm';
 import { clone } from '../targets';
 import { ramdisks, Scope, zero } from '../testing';
@@ -23,7 +27,7 @@ export interface P2Options {
   /** Regions hydrating at once and batched per copy (tuned for throughput; reported). */
   threshold: number;
   batch: number;
-  /** fio runtime per latency sample, seconds. */
+  /** Longest fio runtime per latency sample, seconds (the run is cut to half a hydration). */
   fioSeconds: number;
 }
 
@@ -41,15 +45,33 @@ async function pickType(dm: DeviceMapper): Promise<CloneType> {
   throw new Error('P2 needs a clone target: neither dmkit-clone nor the in-tree clone (debug kernel) is registered');
 }
 
-function fioP99Us(path: string, seconds: number, sizeBytes: bigint): { p99: number; iops: number } {
-  const out = execFileSync(
+async function fioP99Us(path: string, ms: number, sizeBytes: bigint): Promise<{ p99: number; iops: number }> {
+  const { stdout: out } = await promisify(execFile)(
     'fio',
     ['--name=fg', `--filename=${path}`, '--rw=randread', '--bs=4k', '--direct=1', '--ioengine=psync', '--iodepth=1', `--size=${sizeBytes}`,
-      '--time_based', `--runtime=${seconds}`, '--randrepeat=0', '--norandommap', '--output-format=json'],
+      '--time_based', `--runtime=${ms}ms`, '--randrepeat=0', '--norandommap', '--output-format=json'],
     { encoding: 'utf8', maxBuffer: 16 << 20 },
   );
   const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { iops: number; clat_ns: { percentile: Record<string, number> } } }> }).jobs[0]!;
   return { p99: job.read.clat_ns.percentile['99.000000']! / 1000, iops: job.read.iops };
+}
+
+/** Reads completed on a block device, from its sysfs stat file. */
+function readsCompleted(devPath: string): number {
+  const rdev = fs.statSync(devPath).rdev;
+  const major = (rdev >> 8) & 0xfff;
+  const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+  return Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/stat`, 'utf8').trim().split(/\s+/)[0]);
+}
+
+/** Resolves once the device has completed a read more than it had at the call. */
+async function firstRead(devPath: string): Promise<void> {
+  const before = readsCompleted(devPath);
+  const deadline = Date.now() + 30_000;
+  while (readsCompleted(devPath) === before) {
+    if (Date.now() > deadline) throw new Error(`no read reached ${devPath} in 30 s`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
 }
 
 export async function runP2(opts: P2Options): Promise<Record<string, unknown>> {
@@ -109,10 +131,17 @@ export async function runP2(opts: P2Options): Promise<Record<string, unknown>> {
         await remove();
       }
     };
-    const latency = async (hydrating: boolean): Promise<{ p99: number; iops: number; hydratedAfter: number }> => {
-      await create(!hydrating);
+    // The reader starts on a clone that does not hydrate; for the busy sample, hydration is enabled once
+    // the reader's first reads show, so the whole run overlaps hydration (fio's own start is slow here).
+    const latency = async (hydrating: boolean, ms: number): Promise<{ p99: number; iops: number; hydratedAfter: number }> => {
+      await create(true);
       try {
-        const r = fioP99Us(dm.devicePath(NAME), opts.fioSeconds, size);
+        const dev = dm.devicePath(NAME);
+        const started = firstRead(dev);
+        const run = fioP99Us(dev, ms, size);
+        await started;
+        if (hydrating) await dm.message(id, undefined, 'enable_hydration');
+        const r = await run;
         const h = await hydration();
         return { ...r, hydratedAfter: Number(h.hydrated) / Number(h.total) };
       } finally {
@@ -136,24 +165,26 @@ export async function runP2(opts: P2Options): Promise<Record<string, unknown>> {
         async () => void dd.push(await ddMs()),
         async () => void hyd.push(await hydrateMs()),
       ];
+      if (r % 2) pairs.reverse();
+      for (const f of pairs) await f();
+    }
+    const fioMs = Math.max(100, Math.min(opts.fioSeconds * 1000, Math.round(median(hyd) / 2)));
+    for (let r = 0; r < opts.rounds; r++) {
       const lat: Array<() => Promise<void>> = [
         async () => {
-          const x = await latency(false);
+          const x = await latency(false, fioMs);
           idle.push(x.p99);
           idleIops.push(x.iops);
         },
         async () => {
-          const x = await latency(true);
+          const x = await latency(true, fioMs);
           busy.push(x.p99);
           busyIops.push(x.iops);
           fractions.push(x.hydratedAfter);
         },
       ];
-      if (r % 2) {
-        pairs.reverse();
-        lat.reverse();
-      }
-      for (const f of [...pairs, ...lat]) await f();
+      if (r % 2) lat.reverse();
+      for (const f of lat) await f();
     }
     const mbps = (ms: number): number => opts.mb / 1.048576 / (ms / 1000);
     const ddMedian = median(dd);
@@ -168,6 +199,7 @@ export async function runP2(opts: P2Options): Promise<Record<string, unknown>> {
       rounds: opts.rounds,
       dd_mb_s: round(mbps(ddMedian), 1),
       hydration_mb_s: round(mbps(hydMedian), 1),
+      fg_run_ms: fioMs,
       fg_p99_us_idle: round(median(idle), 1),
       fg_p99_us_hydrating: round(median(busy), 1),
       fg_iops_idle: round(median(idleIops), 0),

@@ -4,7 +4,7 @@
  */
 import { describeResult, runVm, VM_EXIT, VmOptions } from './vm';
 
-const USAGE = `usage: npm run vm -- [--mem MiB] [--cpus N] [--timeout S] [--kernel debian|debug|DIR] [--revert FIX[,FIX]] CMD [ARGS...]
+const USAGE = `usage: npm run vm -- [--mem MiB] [--cpus N] [--timeout S] [--kernel debian|debug|DIR] [--revert FIX[,FIX]] [--append 'WORDS'] CMD [ARGS...]
 Runs CMD as root in a QEMU VM with the dmkit modules loaded, in the current folder.
 Exit status: CMD's, or ${VM_EXIT.TIMEOUT} (timeout), ${VM_EXIT.SPLAT} (kernel splat), ${VM_EXIT.LAB_FAILURE} (the lab failed).
 Environment: DMKIT_KERNEL (default kernel), DMKIT_LAB_DIR (cache folder).`;
@@ -33,6 +33,7 @@ export function parseVmArgs(argv: readonly string[]): VmOptions {
       case '--timeout': opts.timeoutSec = positiveInt(flag, value()); break;
       case '--kernel': opts.kernel = value() ?? ''; break;
       case '--revert': opts.reverts = (value() ?? '').split(',').filter(Boolean); break;
+      case '--append': opts.kernelArgs = (value() ?? '').split(/\s+/).filter(Boolean); break;
       case '--help': throw new Error(USAGE);
       default: throw new Error(`unknown option ${flag}\n${USAGE}`);
     }

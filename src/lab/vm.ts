@@ -29,6 +29,8 @@ export interface VmOptions {
   kernel?: string;
   /** Revert switches to build the modules with. */
   reverts?: readonly string[];
+  /** Extra kernel command-line words (appended after the lab's own). */
+  kernelArgs?: readonly string[];
   /** Extra environment for the command. */
   env?: Record<string, string>;
   /** Where the command's stdout/stderr go; default: ours. */
@@ -125,7 +127,7 @@ function writeJob(dir: string, opts: VmOptions, kernel: Kernel, modDir: string, 
 }
 
 function qemuArgs(kernel: Kernel, initrd: string, dir: string, opts: VmOptions): string[] {
-  const append = ['console=ttyS0', 'loglevel=5', 'panic=-1', 'oops=panic', 'mitigations=off', 'nokaslr', 'rcupdate.rcu_expedited=1'].join(' ');
+  const append = ['console=ttyS0', 'loglevel=5', 'panic=-1', 'oops=panic', 'mitigations=off', 'nokaslr', 'rcupdate.rcu_expedited=1', ...(opts.kernelArgs ?? [])].join(' ');
   return [
     '-accel', 'tcg,thread=multi', '-cpu', 'max',
     '-m', String(opts.memoryMiB ?? 2048), '-smp', String(opts.cpus ?? 2),

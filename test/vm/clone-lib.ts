@@ -39,7 +39,7 @@ export async function pickCloneType(dm: DeviceMapper): Promise<{ type?: CloneKin
   return { skip: `no clone target: neither dmkit-clone nor the in-tree clone is registered on ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}` };
 }
 
-/** The kcopyd throttle of the loaded clone module (percent; 100 = unthrottled), or undefined if none. */
+/** The hydration throttle of the loaded clone module (percent; 100 = unthrottled), or undefined if none. */
 export function throttlePath(type: CloneKind): string | undefined {
   const p = type === 'dmkit-clone' ? '/sys/module/dmkit_clone/parameters/hydration_throttle' : '/sys/module/dm_clone/parameters/clone_hydration_throttle';
   return fs.existsSync(p) ? p : undefined;
