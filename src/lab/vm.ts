@@ -41,6 +41,9 @@ export interface VmOptions {
 /** Exit codes of a lab run that are not the command's own. */
 export const VM_EXIT = { TIMEOUT: 124, SPLAT: 125, LAB_FAILURE: 126 } as const;
 
+/** What the guest's stage2 reports when the kernel splatted while booting, before any dmkit code ran. */
+const BOOT_SPLAT_STATUS = 123;
+
 export interface VmResult {
   /** What `npm run vm` exits with: the command's status, or one of VM_EXIT. */
   exitCode: number;
@@ -157,7 +160,23 @@ function uniqueSplats(...logs: Array<string | null>): Splat[] {
   return out;
 }
 
+/**
+ * Runs the command in a fresh VM. A kernel that splats while booting, before anything of dmkit ran
+ * (seen once on the debug kernel: a KASAN report in an early interrupt), is booted once more; the first
+ * run's folder keeps its log, and a second boot splat fails the run like any splat.
+ */
 export async function runVm(opts: VmOptions): Promise<VmResult> {
+  const first = await runVmOnce(opts);
+  if (first.commandStatus !== BOOT_SPLAT_STATUS) return first;
+  const err = opts.stderr ?? process.stderr;
+  err.write(`dmkit-vm: the kernel splatted while booting (log ${first.kernelLog}):\n`);
+  for (const s of first.splats.slice(0, 5)) err.write(`  [${s.kind}] ${s.text}\n`);
+  err.write('dmkit-vm: booting again\n');
+  const second = await runVmOnce(opts);
+  return { ...second, seconds: first.seconds + second.seconds };
+}
+
+async function runVmOnce(opts: VmOptions): Promise<VmResult> {
   const started = Date.now();
   if (!opts.command.length) throw new Error('runVm: no command');
   const kernel = resolveKernel(opts.kernel);
@@ -209,6 +228,9 @@ export async function runVm(opts: VmOptions): Promise<VmResult> {
   } else if (commandStatus === null || Number.isNaN(commandStatus)) {
     exitCode = VM_EXIT.LAB_FAILURE;
     labError = qemuStatus === null ? 'qemu-system-x86_64 could not run' : `the guest stopped without a status (qemu exit ${qemuStatus})`;
+  } else if (commandStatus === BOOT_SPLAT_STATUS && !splats.length) {
+    exitCode = VM_EXIT.LAB_FAILURE;
+    labError = 'the guest saw a boot splat that the host does not find in the kernel log';
   } else {
     exitCode = commandStatus;
   }
