@@ -35,6 +35,9 @@ const META = 2 * MiB;
 const SRC_SEED = 1;
 const GARBAGE = 0x6a4b; // the destination before logging began
 const LOG_BYTES = 48 * MiB;
+const MIN_PARTIAL_MARKS = 5;
+/** Hydration throttle during recording, percent: slow enough that 128 regions span many marks. */
+const THROTTLE = 1;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export interface CloneDisks {
@@ -118,7 +121,7 @@ export async function cloneCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
   try {
     const dest = await devs.create('lab-cl-dest', 'log-writes', LENGTH / 512, `${disks.dest} ${disks.log}`);
     const meta = await devs.create('lab-cl-meta', 'linear', META / 512, `${disks.meta} 0`);
-    throttle(4);
+    throttle(THROTTLE);
     const dev = await devs.create('lab-cl', type, LENGTH / 512, `${meta} ${dest} ${disks.src} ${REGION} 0 2 hydration_threshold 1`);
     let writing = true;
     const writer = (async () => {
@@ -159,6 +162,27 @@ export async function cloneCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
   }
 
   const recorded = Date.now();
+  // The workload means something only if hydration was under way across the crash window: the copies
+  // taken at the marks must show several distinct partly hydrated maps. (A faster copy engine once
+  // finished before the third mark, and the revert switch went unnoticed.)
+  const partial = new Set<number>();
+  for (const p of points) {
+    let n = 0;
+    try {
+      if (!unformatted(new MetadataImage(p.meta))) n = readCloneMetadata(p.meta).hydrated.size;
+    } catch (e) {
+      if (!(e instanceof MetadataDamage)) throw e; // the oracle below reports it
+    }
+    if (n > 0 && n < LENGTH / 512 / REGION) partial.add(n);
+  }
+  if (partial.size < MIN_PARTIAL_MARKS) {
+    ctx.fail({
+      component: 'crash',
+      target: type,
+      seed,
+      detail: `hydration was not under way across the crash window: ${partial.size} distinct partly hydrated maps at ${points.length} marks (need ${MIN_PARTIAL_MARKS}); slow it down further`,
+    });
+  }
   const log = logIndex(logBuf);
   const metaAt = new Map(points.map((p) => [p.mark, p.meta]));
   const markPoints = crashPoints(log, { marks: /^crash-\d+$/ });
