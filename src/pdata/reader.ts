@@ -139,6 +139,13 @@ export class BitVector {
   *members(): Generator<number> {
     for (let i = 0; i < this.size; i++) if (this.has(i)) yield i;
   }
+
+  /** How many bits are set. */
+  count(): number {
+    let n = 0;
+    for (let i = 0; i < this.size; i++) if (this.has(i)) n++;
+    return n;
+  }
 }
 
 /*----------------------------------------------------------------

@@ -61,6 +61,7 @@ test('a clone image reads back its region size, length and hydrated regions', ()
   assert.equal(md.regionSectors, 128);
   assert.equal(md.nrRegions, 40001);
   assert.deepEqual([...md.hydrated.members()], set);
+  assert.equal(md.hydrated.count(), set.length);
 });
 
 test('damage is reported, never read as data', () => {

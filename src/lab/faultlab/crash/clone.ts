@@ -169,7 +169,7 @@ export async function cloneCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
   for (const p of points) {
     let n = 0;
     try {
-      if (!unformatted(new MetadataImage(p.meta))) n = readCloneMetadata(p.meta).hydrated.size;
+      if (!unformatted(new MetadataImage(p.meta))) n = readCloneMetadata(p.meta).hydrated.count();
     } catch (e) {
       if (!(e instanceof MetadataDamage)) throw e; // the oracle below reports it
     }
