@@ -226,6 +226,6 @@ export async function cloneCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
       break;
     }
   }
-  ctx.log(`${type} workload ${seed}: ${points.length} marks, ${log.entries.length} log entries, ${counts.states} states (${seen.size} distinct, ${counts.kernel} recovered in the kernel)${failed ? ', FAILED' : ''}; record ${((recorded - started) / 1000).toFixed(0)} s, states ${((Date.now() - recorded) / 1000).toFixed(0)} s`);
+  ctx.log(`${type} workload ${seed}: ${points.length} marks (${partial.size} distinct partly hydrated maps), ${log.entries.length} log entries, ${counts.states} states (${seen.size} distinct, ${counts.kernel} recovered in the kernel)${failed ? ', FAILED' : ''}; record ${((recorded - started) / 1000).toFixed(0)} s, states ${((Date.now() - recorded) / 1000).toFixed(0)} s`);
   return counts;
 }
