@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { ramdisks, Scope } from '../../src/testing';
 import { bytes } from '../../src/units';
-import { dmsetup, dmsetupStatus } from './dmsetup';
+import { dmsetup, dmsetupStatus } from '../../src/testing/dmsetup';
 
 function dmkit(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync('dmkit', args, { encoding: 'utf8' });

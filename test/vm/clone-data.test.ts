@@ -27,7 +27,7 @@ import {
   sleep,
   type CloneKind,
 } from './clone-lib';
-import { kernelLogMark, kernelLogSince } from './dmsetup';
+import { kernelLogMark, kernelLogSince } from '../../src/testing/dmsetup';
 import { patternBuffer } from '../../src/testing';
 
 const REGION = sectors(128); // 64 KiB

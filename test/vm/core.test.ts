@@ -11,7 +11,7 @@ import { blockChecksum, CHECKSUM_SALT } from '../../src/pdata/checksum';
 import { spawnSync } from 'node:child_process';
 import { flushBuffers, patternBuffer, ramdisks, Scope, stamp, verify } from '../../src/testing';
 import { bytes, sectors } from '../../src/units';
-import { createDevice, dmsetup, dmsetupStatus, kernelLogMark, kernelLogSince } from './dmsetup';
+import { createDevice, dmsetup, dmsetupStatus, kernelLogMark, kernelLogSince } from '../../src/testing/dmsetup';
 
 const MiB = 1n << 20n;
 

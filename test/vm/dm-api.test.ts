@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { DeviceMapper, DmArgumentError, DmError, TargetLine } from '../../src/dm';
 import { BlockDevice, ramdisks, Scope, stamp, zero } from '../../src/testing';
 import { bytes, Sectors, sectors } from '../../src/units';
-import { dmsetup, dmsetupStatus } from './dmsetup';
+import { dmsetup, dmsetupStatus } from '../../src/testing/dmsetup';
 
 const MiB = 1n << 20n;
 

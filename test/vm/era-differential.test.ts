@@ -9,7 +9,7 @@ import { Scope, sh } from '../../src/testing';
 import {
   checkData, checkMetadata, createEra, EraModel, eraDump, eraRigs, eraStatus, EraType, message, randomBlocks, rng, skipUnless,
   writeBlocks,
-} from './era-fixtures';
+} from '../../src/testing/era-fixtures';
 
 /** One era of a seeded workload: fresh random blocks plus rewrites of earlier ones. */
 function eraWrites(rand: () => number, model: EraModel): number[] {

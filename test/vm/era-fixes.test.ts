@@ -7,11 +7,11 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scope } from '../../src/testing';
-import { dmsetup, dmsetupStatus, kernelLogMark } from './dmsetup';
+import { dmsetup, dmsetupStatus, kernelLogMark } from '../../src/testing/dmsetup';
 import {
   checkData, checkMetadata, copyDevice, createEra, deviceExists, deviceHash, ERA_TYPES, EraModel, eraDump, eraRigs, eraStatus,
   eraTable, message, randomBlocks, rng, skipUnless, targetLogLines, writeBlocks,
-} from './era-fixtures';
+} from '../../src/testing/era-fixtures';
 
 for (const type of ERA_TYPES) {
   describe(`${type} related fixes`, () => {

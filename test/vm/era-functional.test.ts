@@ -7,11 +7,11 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scope } from '../../src/testing';
-import { dmsetup, dmsetupStatus, kernelLogMark } from './dmsetup';
+import { dmsetup, dmsetupStatus, kernelLogMark } from '../../src/testing/dmsetup';
 import {
   checkData, checkMetadata, createEra, deviceExists, diffBlocks, ERA_TYPES, EraModel, eraInvalidate, eraRigs, eraStatus,
   failingMessage, message, randomBlocks, rng, skipUnless, targetLogLines, writeBlocks,
-} from './era-fixtures';
+} from '../../src/testing/era-fixtures';
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 

@@ -1,12 +1,12 @@
 /**
  * Fix (a), `era-postsuspend` (9ae6e8b1c9bb "dm era: commit metadata in postsuspend after worker stops"):
- * the race described in era-postsuspend-scenario.ts, four times per era type.
+ * the race described in src/testing/era-postsuspend-scenario.ts, four times per era type.
  */
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scope } from '../../src/testing';
-import { ERA_TYPES, skipUnless } from './era-fixtures';
-import { postsuspendRace } from './era-postsuspend-scenario';
+import { ERA_TYPES, skipUnless } from '../../src/testing/era-fixtures';
+import { postsuspendRace } from '../../src/testing/era-postsuspend-scenario';
 
 const ITERATIONS = 4;
 

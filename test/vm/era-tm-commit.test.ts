@@ -22,7 +22,7 @@ import { Scope } from '../../src/testing';
 import {
   checkData, checkMetadata, createEra, ERA_TYPES, EraModel, EraType, eraRigs, eraStatus, failingMessage, message, randomBlocks, rng,
   skipUnless, swapTable, writeBlocks,
-} from './era-fixtures';
+} from '../../src/testing/era-fixtures';
 
 type Teardown = 'quiet' | 'live';
 

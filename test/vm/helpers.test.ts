@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assertClean, deviceSize, loopDevice, ramdisks, runChecker, Scope, sh, stamp, verify, zero } from '../../src/testing';
 import { bytes, sectors } from '../../src/units';
-import { createDevice, dmsetup } from './dmsetup';
+import { createDevice, dmsetup } from '../../src/testing/dmsetup';
 
 const MiB = 1n << 20n;
 

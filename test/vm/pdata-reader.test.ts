@@ -10,7 +10,7 @@ import { DeviceMapper } from '../../src/dm';
 import { eraWrittenBlocks, MetadataDamage, readCloneMetadata, readEraMetadata } from '../../src/pdata/reader';
 import { ramdisks, readDirect, Scope, zero } from '../../src/testing';
 import { bytes, sectors } from '../../src/units';
-import { createEra, ERA_TYPES, EraModel, eraDump, eraRigs, eraStatus, message, randomBlocks, rng, skipUnless, writeBlocks } from './era-fixtures';
+import { createEra, ERA_TYPES, EraModel, eraDump, eraRigs, eraStatus, message, randomBlocks, rng, skipUnless, writeBlocks } from '../../src/testing/era-fixtures';
 import { cloneStatus, pickCloneType, stampDirect, waitFor, type CloneKind } from './clone-lib';
 
 const MiB = 1 << 20;

@@ -2,11 +2,11 @@
  * Lab component 'reload': races between suspend, reload and removal — the class of era-postsuspend (fix
  * (a)): an era device suspended while its worker digests, a newer table taking over its metadata, then
  * the old table's removal; the metadata must stay exactly what the new table committed. The scenario is
- * shared with its named test (test/vm/era-postsuspend-scenario.ts). Each iteration counts as one race.
+ * shared with its named test (src/testing/era-postsuspend-scenario.ts). Each iteration counts as one race.
  */
 import { Scope } from '../../testing';
-import { postsuspendRace } from '../../../test/vm/era-postsuspend-scenario';
-import { ERA_TYPES, registeredTargets } from '../../../test/vm/era-fixtures';
+import { postsuspendRace } from '../../testing/era-postsuspend-scenario';
+import { ERA_TYPES, registeredTargets } from '../../testing/era-fixtures';
 import { caseSeed, Component, Counters, LabContext } from './types';
 
 /** Iterations per era type: the race is caught at iteration 2–3 of 4 in every observed revert run. */

@@ -9,8 +9,8 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
-import { describeSector, flushBuffers, IN_VM, patternBuffer, prng, Scope, sh, zero } from '../../src/testing';
-import { bytes, sectors } from '../../src/units';
+import { describeSector, flushBuffers, IN_VM, patternBuffer, prng, Scope, sh, zero } from '.';
+import { bytes, sectors } from '../units';
 import { createDevice, dmsetup, dmsetupStatus, kernelLogSince, TestDevice } from './dmsetup';
 
 export const ERA_TYPES = ['era', 'dmkit-era'] as const;

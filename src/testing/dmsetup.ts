@@ -5,7 +5,7 @@
  * createDevice() runs `dmsetup mknodes`, which makes (and on remove, drops) the node itself.
  */
 import { spawnSync } from 'node:child_process';
-import { Scope, sh } from '../../src/testing';
+import { Scope, sh } from '.';
 
 const NO_UDEV = ['--noudevrules', '--noudevsync'];
 

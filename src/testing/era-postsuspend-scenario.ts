@@ -14,9 +14,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { DeviceMapper } from '../../src/dm';
-import { Scope, zero } from '../../src/testing';
-import { bytes } from '../../src/units';
+import { DeviceMapper } from '../dm';
+import { Scope, zero } from '.';
+import { bytes } from '../units';
 import {
   checkData, checkMetadata, committedWritesets, copyDevice, createEra, deviceHash, EraModel, EraType, eraRigs, eraStatus, message,
   randomBlocks, rng, writeBlocks,
