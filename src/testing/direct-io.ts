@@ -14,9 +14,13 @@ export function readDirect(path: string, offset: bigint, length: bigint, bs = 64
   });
 }
 
-/** Writes `data` at `offset` with O_DIRECT (dd); fsync=true adds a flush (conv=fsync). */
-export function writeDirect(path: string, offset: bigint, data: Buffer, opts: { fsync?: boolean } = {}): void {
-  const bs = offset % 4096n === 0n && data.length % 4096 === 0 ? 4096n : 512n;
+/**
+ * Writes `data` at `offset` with O_DIRECT (dd); fsync=true adds a flush (conv=fsync). `bs` sets the size
+ * of each write (default 4 KiB, or 512 bytes where 4 KiB does not align); it must divide offset and length.
+ */
+export function writeDirect(path: string, offset: bigint, data: Buffer, opts: { fsync?: boolean; bs?: bigint } = {}): void {
+  const bs = opts.bs ?? (offset % 4096n === 0n && data.length % 4096 === 0 ? 4096n : 512n);
+  if (offset % bs !== 0n || BigInt(data.length) % bs !== 0n) throw new RangeError(`writeDirect: bs ${bs} does not divide offset ${offset} and length ${data.length}`);
   execFileSync('dd', [`of=${path}`, `bs=${bs}`, `seek=${offset / bs}`, 'oflag=direct', 'conv=notrunc' + (opts.fsync ? ',fsync' : ''), 'status=none'], {
     input: data,
   });
