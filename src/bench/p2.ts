@@ -16,6 +16,7 @@ import { clone } from '../targets';
 import { ramdisks, Scope, zero } from '../testing';
 import { bytes, sectors, targetBlocks, type Sectors } from '../units';
 import type { CloneType } from '../workflows';
+import { sysfsBlockDir } from '../workflows/clone-hydrate';
 import { median, round, timeMs } from './stats';
 
 export interface P2Options {
@@ -57,18 +58,16 @@ async function fioP99Us(path: string, ms: number, sizeBytes: bigint): Promise<{ 
 }
 
 /** Reads completed on a block device, from its sysfs stat file. */
-function readsCompleted(devPath: string): number {
-  const rdev = fs.statSync(devPath).rdev;
-  const major = (rdev >> 8) & 0xfff;
-  const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
-  return Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/stat`, 'utf8').trim().split(/\s+/)[0]);
+function readsCompleted(statFile: string): number {
+  return Number(fs.readFileSync(statFile, 'utf8').trim().split(/\s+/)[0]);
 }
 
 /** Resolves once the device has completed a read more than it had at the call. */
 async function firstRead(devPath: string): Promise<void> {
-  const before = readsCompleted(devPath);
+  const statFile = `${await sysfsBlockDir(devPath)}/stat`;
+  const before = readsCompleted(statFile);
   const deadline = Date.now() + 30_000;
-  while (readsCompleted(devPath) === before) {
+  while (readsCompleted(statFile) === before) {
     if (Date.now() > deadline) throw new Error(`no read reached ${devPath} in 30 s`);
     await new Promise((r) => setTimeout(r, 2));
   }

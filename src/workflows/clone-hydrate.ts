@@ -139,14 +139,19 @@ class ProgressChannel implements AsyncIterable<HydrationProgress> {
   }
 }
 
-/** The size of a block device from sysfs, found through its device number. */
-export async function blockDeviceSectors(path: string): Promise<Sectors> {
+/** The sysfs folder of a block device (`/sys/dev/block/MAJOR:MINOR`), found through its device number. */
+export async function sysfsBlockDir(path: string): Promise<string> {
   const st = await stat(path, { bigint: true });
   if (!st.isBlockDevice()) throw new HydrateError(`${path} is not a block device`, 'ERR_NOT_BLOCK_DEVICE');
   const rdev = st.rdev;
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
   const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn & 0xffffffffn);
-  const text = await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8');
+  return `/sys/dev/block/${major}:${minor}`;
+}
+
+/** The size of a block device from sysfs. */
+export async function blockDeviceSectors(path: string): Promise<Sectors> {
+  const text = await readFile(`${await sysfsBlockDir(path)}/size`, 'utf8');
   return sectors(BigInt(text.trim()));
 }
 

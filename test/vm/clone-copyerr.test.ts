@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { DeviceMapper } from '../../src/dm';
 import { readCloneMetadata } from '../../src/pdata/reader';
 import { clone } from '../../src/targets';
-import { patternBuffer, ramdisks, Scope, type BlockDevice } from '../../src/testing';
+import { patternBuffer, ramdisks, Scope, zero, type BlockDevice } from '../../src/testing';
 import { kernelLogSince } from '../../src/testing/dmsetup';
 import { bytes, sectors } from '../../src/units';
 import {
@@ -67,7 +67,7 @@ describe('clone copy errors', () => {
       const [srcRam, dest, metaRam] = ramdisks(scope, 3, bytes(16n * MiB)) as [BlockDevice, BlockDevice, BlockDevice];
       stampDirect(srcRam.path, undefined, 0n, LENGTH, SRC_SEED);
       stampDirect(dest.path, undefined, 0n, LENGTH, GARBAGE);
-      writeDirect(metaRam.path, 0n, Buffer.alloc(1 << 20));
+      zero(metaRam.path, bytes(1n * MiB));
       setThrottle(type!, 100);
 
       await dm.create('ce-src', { targets: sourceTable(srcRam.path, true) });
