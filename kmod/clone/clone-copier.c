@@ -15,6 +15,7 @@
  * applies soon).
  */
 #include "clone-copier.h"
+#include "dmkit-common.h"
 
 #include <linux/dm-io.h>
 #include <linux/device-mapper.h>
@@ -35,6 +36,8 @@
 #define NR_CHUNKS	4U
 #define THROTTLE_WINDOW_NS	NSEC_PER_SEC
 #define THROTTLE_RECHECK	(HZ / 10)
+
+DMKIT_TEST_KNOB(copy_start_delay_ms, "milliseconds a queued copy waits before its first chunk goes out");
 
 struct chunk {
 	struct clone_copier *cp;
@@ -224,6 +227,10 @@ static void dispatch(struct clone_copier *cp)
 		}
 		if (list_empty(&cp->idle))
 			break;
+		if (time_before(jiffies, copy->not_before)) {
+			queue_delayed_work(cp->wq, &cp->work, copy->not_before - jiffies);
+			break;
+		}
 		wait = throttle_wait(cp);
 		if (wait) {
 			queue_delayed_work(cp->wq, &cp->work, wait);
@@ -265,6 +272,7 @@ void clone_copier_queue(struct clone_copier *cp, struct clone_copy *copy,
 	copy->to = to;
 	copy->next = sector;
 	copy->end = sector + count;
+	copy->not_before = jiffies + msecs_to_jiffies(dmkit_knob(copy_start_delay_ms));
 	copy->chunks_out = 0;
 	copy->failed = false;
 	copy->done = done;

@@ -27,6 +27,7 @@ struct clone_copy {
 	struct block_device *to;
 	sector_t next;			/* first sector not handed to a chunk yet */
 	sector_t end;
+	unsigned long not_before;	/* jiffies; the test knob copy_start_delay_ms holds it back */
 	unsigned int chunks_out;	/* chunks reading or writing for this copy */
 	bool failed;
 	clone_copy_done_fn done;

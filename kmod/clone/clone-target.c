@@ -30,6 +30,7 @@
 #include <linux/device-mapper.h>
 #include <linux/dm-io.h>
 #include <linux/dm-ioctl.h>
+#include <linux/delay.h>
 #include <linux/hashtable.h>
 #include <linux/jiffies.h>
 #include <linux/log2.h>
@@ -58,6 +59,8 @@
 static unsigned int hydration_throttle = 100;
 module_param(hydration_throttle, uint, 0644);
 MODULE_PARM_DESC(hydration_throttle, "Percentage of time background hydration may keep copy I/O in flight");
+
+DMKIT_TEST_KNOB(copy_done_delay_ms, "milliseconds a finished copy waits before it wakes the worker");
 
 /* Status flag "do not commit first" (DMSTATUS --noflush); it lives in the private drivers/md/dm.h. */
 #ifndef DM_STATUS_NOFLUSH_FLAG
@@ -449,6 +452,8 @@ static void copy_done(bool failed, void *context)
 	head->status = status;
 	finish_hydration(head);
 
+	if (dmkit_knob(copy_done_delay_ms))
+		msleep(dmkit_knob(copy_done_delay_ms));
 	/* Keep the background copy going unless user I/O wants the devices. */
 	if (test_bit(CLONE_HYDRATION_ENABLED, &c->flags) && !atomic_read(&c->ios_in_flight))
 		wake_worker(c);

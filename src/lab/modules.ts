@@ -19,9 +19,13 @@ export interface ModuleTree {
   buildOut: string;
 }
 
-/** `make -C kmod` for this kernel and revert set; returns the output folder. */
+/**
+ * `make -C kmod KNOBS=1` for this kernel and revert set; returns the output folder. The lab always boots
+ * test builds: their test-only module parameters (kmod/include/dmkit-common.h) read 0 unless a test sets
+ * them, so they behave as release builds do.
+ */
 export function buildModules(kernel: Kernel, reverts: readonly string[] = []): string {
-  const args = ['-s', '-C', path.join(REPO_ROOT, 'kmod'), `KDIR=${kernel.buildDir}`];
+  const args = ['-s', '-C', path.join(REPO_ROOT, 'kmod'), `KDIR=${kernel.buildDir}`, 'KNOBS=1'];
   if (reverts.length) args.push(`REVERT=${reverts.join(',')}`);
   try {
     run('make', args);

@@ -6,3 +6,4 @@ export * from './checkers';
 export const IN_VM = process.env['DMKIT_IN_VM'] === '1';
 export * from './direct-io';
 export * from './random';
+export * from './clone-model';

@@ -9,10 +9,12 @@ import assert from 'node:assert/strict';
 import { DeviceMapper, DmError } from '../../src/dm';
 import { clone, type CloneInfo } from '../../src/targets';
 import { blockChecksum, CHECKSUM_SALT } from '../../src/pdata/checksum';
-import { describeSector, patternBuffer, readDirect, stampSector, writeDirect, writeDirectAsync } from '../../src/testing';
+import { compare, DataModel, readDirect, stampDirect, verifyModel, writeDirect, writeDirectAsync, type SectorMismatch as Mismatch } from '../../src/testing';
+
+export { compare, DataModel, stampDirect, verifyModel, type Mismatch };
 
 export { readDirect, writeDirect, writeDirectAsync };
-import { sectors, type Sectors } from '../../src/units';
+import { type Sectors } from '../../src/units';
 
 export const MiB = 1n << 20n;
 export const KiB = 1024n;
@@ -50,92 +52,9 @@ export function setThrottle(type: CloneKind, percent: number): void {
   if (p) fs.writeFileSync(p, `${percent}\n`);
 }
 
-/**
- * What a device should hold: a base seed everywhere, then stamped writes in order (later wins).
- * Extents are in sectors.
- */
-export class DataModel {
-  private readonly writes: Array<{ start: bigint; length: bigint; seed: number }> = [];
-  constructor(
-    readonly length: bigint,
-    readonly baseSeed: number,
-  ) {}
-
-  write(start: bigint, length: bigint, seed: number): void {
-    this.writes.push({ start, length, seed });
-  }
-
-  /** The expected seed of one sector. */
-  seedAt(sector: bigint): number {
-    for (let i = this.writes.length - 1; i >= 0; i--) {
-      const w = this.writes[i]!;
-      if (sector >= w.start && sector < w.start + w.length) return w.seed;
-    }
-    return this.baseSeed;
-  }
-
-  /** Every seed this sector ever held or may hold (base and every write covering it). */
-  seedsAt(sector: bigint): Set<number> {
-    const s = new Set([this.baseSeed]);
-    for (const w of this.writes) if (sector >= w.start && sector < w.start + w.length) s.add(w.seed);
-    return s;
-  }
-
-  /** The expected bytes of [start, start+count) sectors. */
-  expected(start: bigint, count: number): Buffer {
-    const buf = Buffer.alloc(count * 512);
-    for (let i = 0; i < count; i++) stampSector(buf, i * 512, this.seedAt(start + BigInt(i)), start + BigInt(i));
-    return buf;
-  }
-
-  clone(): DataModel {
-    const m = new DataModel(this.length, this.baseSeed);
-    for (const w of this.writes) m.write(w.start, w.length, w.seed);
-    return m;
-  }
-}
-
-export interface Mismatch {
-  sector: bigint;
-  want: string;
-  found: string;
-}
-
-/** Compares a buffer holding sectors [first, ...) with the model; at most `limit` mismatches. */
-export function compare(model: DataModel, first: bigint, got: Buffer, limit = 8): Mismatch[] {
-  const bad: Mismatch[] = [];
-  const count = got.length / 512;
-  const want = model.expected(first, count);
-  for (let i = 0; i < count && bad.length < limit; i++) {
-    const a = i * 512;
-    if (!got.subarray(a, a + 512).equals(want.subarray(a, a + 512))) {
-      const s = first + BigInt(i);
-      bad.push({ sector: s, want: `stamp of seed ${model.seedAt(s)} sector ${s}`, found: describeSector(got, a) });
-    }
-  }
-  return bad;
-}
-
-/** Reads the whole modelled range of `path` with O_DIRECT and checks it against the model. */
-export function verifyModel(path: string, model: DataModel, limit = 8): Mismatch[] {
-  const bad: Mismatch[] = [];
-  const step = 8n * MiB / 512n;
-  for (let s = 0n; s < model.length && bad.length < limit; s += step) {
-    const n = model.length - s < step ? model.length - s : step;
-    bad.push(...compare(model, s, readDirect(path, s * 512n, n * 512n), limit - bad.length));
-  }
-  return bad;
-}
-
 export function assertModel(path: string, model: DataModel, what: string): void {
   const bad = verifyModel(path, model);
   assert.deepEqual(bad, [], `${what}: ${bad.map((b) => `sector ${b.sector}: want ${b.want}, found ${b.found}`).join('; ')}`);
-}
-
-/** Stamps [start, start+length) of `path` with `seed` by direct IO, and records it in the model. */
-export function stampDirect(path: string, model: DataModel | undefined, start: bigint, length: bigint, seed: number, opts: { fsync?: boolean } = {}): void {
-  writeDirect(path, start * 512n, patternBuffer(seed, sectors(start), Number(length)), opts);
-  model?.write(start, length, seed);
 }
 
 export async function cloneStatus(dm: DeviceMapper, name: string, opts: { noflush?: boolean } = {}): Promise<CloneInfo> {
