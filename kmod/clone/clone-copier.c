@@ -56,6 +56,9 @@ struct clone_copier {
 	struct delayed_work work;
 	const unsigned int *throttle;	/* percent; NULL: none */
 
+	atomic_t copies;		/* queued and not yet called back */
+	wait_queue_head_t idle_wait;	/* woken when copies drops to 0 */
+
 	spinlock_t lock;		/* protects incoming and landed */
 	struct list_head incoming;	/* copies queued since the worker last looked */
 	struct list_head landed;	/* chunks whose read or write ended */
@@ -160,9 +163,12 @@ static bool copy_over(struct clone_copy *copy)
 	return !copy->chunks_out && (copy->failed || copy->next >= copy->end);
 }
 
-static void finish_copy(struct clone_copy *copy)
+/* The callback may free @copy; the count drops only once it has returned. */
+static void finish_copy(struct clone_copier *cp, struct clone_copy *copy)
 {
 	copy->done(copy->failed, copy->context);
+	if (atomic_dec_and_test(&cp->copies))
+		wake_up_all(&cp->idle_wait);
 }
 
 /* The chunk's write ended, or its read failed: give it back and maybe end its copy. */
@@ -182,7 +188,7 @@ static void retire_chunk(struct clone_copier *cp, struct chunk *ch)
 			list_del_init(&copy->node);
 	}
 	if (copy_over(copy))
-		finish_copy(copy);
+		finish_copy(cp, copy);
 }
 
 static void process_landed(struct clone_copier *cp)
@@ -222,7 +228,7 @@ static void dispatch(struct clone_copier *cp)
 			/* Only an empty copy gets here: the others leave the queue with their last chunk. */
 			list_del_init(&copy->node);
 			if (copy_over(copy))
-				finish_copy(copy);
+				finish_copy(cp, copy);
 			continue;
 		}
 		if (list_empty(&cp->idle))
@@ -278,6 +284,7 @@ void clone_copier_queue(struct clone_copier *cp, struct clone_copy *copy,
 	copy->done = done;
 	copy->context = context;
 
+	atomic_inc(&cp->copies);
 	spin_lock_irqsave(&cp->lock, flags);
 	list_add_tail(&copy->node, &cp->incoming);
 	spin_unlock_irqrestore(&cp->lock, flags);
@@ -328,6 +335,8 @@ struct clone_copier *clone_copier_create(const char *name, const unsigned int *t
 	if (!cp)
 		return ERR_PTR(-ENOMEM);
 
+	atomic_set(&cp->copies, 0);
+	init_waitqueue_head(&cp->idle_wait);
 	spin_lock_init(&cp->lock);
 	INIT_LIST_HEAD(&cp->incoming);
 	INIT_LIST_HEAD(&cp->landed);
@@ -366,6 +375,8 @@ bad:
 
 void clone_copier_destroy(struct clone_copier *cp)
 {
+	/* Queued copies run to their end and every callback returns before anything goes away. */
+	wait_event(cp->idle_wait, !atomic_read(&cp->copies));
 	cancel_delayed_work_sync(&cp->work);
 	flush_workqueue(cp->wq);
 	WARN_ON(!list_empty(&cp->queue) || !list_empty(&cp->incoming) || !list_empty(&cp->landed));

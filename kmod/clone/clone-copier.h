@@ -41,7 +41,7 @@ struct clone_copy {
  */
 struct clone_copier *clone_copier_create(const char *name, const unsigned int *throttle);
 
-/* Every copy must have completed. May sleep. */
+/* Waits until every queued copy has ended and its callback returned, then frees the engine. May sleep. */
 void clone_copier_destroy(struct clone_copier *cp);
 
 /*

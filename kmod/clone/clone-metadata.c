@@ -23,6 +23,7 @@
 #include "persistent-data/dm-space-map.h"
 #include "persistent-data/dm-transaction-manager.h"
 
+#include "dmkit-common.h"
 #include "clone-metadata.h"
 
 #define DM_MSG_PREFIX "dmkit-clone metadata"
@@ -152,9 +153,11 @@ static int sb_is_blank(struct dm_block_manager *bm, bool *blank)
 
 /*
  * Write the superblock of the transaction whose other blocks are already on disk
- * (dm_tm_pre_commit() done and md->sm_root copied after it).
+ * (dm_tm_pre_commit() done and md->sm_root copied after it). @publish false only fills it in and
+ * unlocks it, dirty in the block manager's cache: what the code before fix (c) did after a failed
+ * flush (the tm-commit-order revert switch).
  */
-static int write_superblock(struct clone_md *md)
+static int write_superblock(struct clone_md *md, bool publish)
 {
 	struct clone_sb_disk *sb;
 	struct dm_block *b;
@@ -172,6 +175,10 @@ static int write_superblock(struct clone_md *md)
 	sb->region_size = cpu_to_le64(md->region_sectors);
 	sb->target_size = cpu_to_le64(md->target_sectors);
 	sb->bitset_root = cpu_to_le64(md->bitset_root);
+	if (!publish) {
+		dm_bm_unlock(b);
+		return 0;
+	}
 
 	/* Unlocks @b, then writes and flushes it: the superblock goes out last. */
 	return dm_tm_commit(md->tm, b);
@@ -220,7 +227,7 @@ static int format_device(struct clone_md *md)
 	if (!r)
 		r = write_all_but_superblock(md);
 	if (!r)
-		r = write_superblock(md);
+		r = write_superblock(md, true);
 	if (r) {
 		DMERR("cannot format the metadata device: %d", r);
 		dm_sm_destroy(md->sm);
@@ -518,6 +525,8 @@ int clone_md_pre_commit(struct clone_md *md)
 		r = write_all_but_superblock(md);
 	if (!r)
 		md->prepared = true;
+	else if (dmkit_reverted(TM_COMMIT_ORDER))
+		write_superblock(md, false);
 out:
 	mutex_unlock(&md->io_lock);
 	return r;
@@ -538,7 +547,7 @@ int clone_md_commit(struct clone_md *md)
 		goto out;
 	}
 
-	r = write_superblock(md);
+	r = write_superblock(md, true);
 	if (r)
 		goto out;
 

@@ -120,6 +120,7 @@ struct clone_target {
 	struct mutex commit_lock;
 	unsigned long last_commit;
 	bool hydration_announced;
+	bool md_fresh;			/* md was read at this table's first resume (ct_preresume) */
 
 	struct workqueue_struct *wq;
 	struct work_struct worker;
@@ -244,19 +245,19 @@ static int commit_metadata(struct clone_target *c, bool *dest_flushed)
 		metadata_failed(c, "pre-commit", r);
 		goto out;
 	}
-#ifndef DMKIT_REVERT_CLONE_FLUSH
 	/*
 	 * Every region of the closed transaction was copied or written before it was marked. Flush those
 	 * writes out of the destination's volatile cache before the superblock declares them valid.
 	 */
-	r = blkdev_issue_flush(c->dest->bdev);
-	if (r) {
-		metadata_failed(c, "destination flush", r);
-		goto out;
+	if (!dmkit_reverted(CLONE_FLUSH)) {
+		r = blkdev_issue_flush(c->dest->bdev);
+		if (r) {
+			metadata_failed(c, "destination flush", r);
+			goto out;
+		}
+		if (dest_flushed)
+			*dest_flushed = true;
 	}
-	if (dest_flushed)
-		*dest_flushed = true;
-#endif
 	r = clone_md_commit(c->md);
 	if (r) {
 		metadata_failed(c, "commit", r);
@@ -685,6 +686,32 @@ static void finish_discard(struct clone_target *c, struct bio *bio, bool marked)
 	submit_bio_noacct(bio);
 }
 
+/*
+ * Mark the regions a discard covers hydrated, except those with a hydration in progress. Their copy (or
+ * overwrite) marks them when it ends, and until then writes to them wait for it. Marked now, a later
+ * write would go straight to the destination and the copy, still queued or in flight, would land on top
+ * of it with the source's bytes. hydrating_lock keeps new hydrations out of the range meanwhile.
+ */
+static int mark_discarded(struct clone_target *c, unsigned long first, unsigned long count)
+{
+	unsigned long from = first, end = first + count, next;
+	struct hydration *h;
+	int bkt, r = 0;
+
+	spin_lock_irq(&c->hydrating_lock);
+	while (from < end && !r) {
+		next = end;
+		hash_for_each(c->hydrating, bkt, h, node)
+			if (h->region >= from && h->region < next)
+				next = h->region;
+		if (next > from)
+			r = clone_md_set_range_hydrated(c->md, from, next - from);
+		from = next + 1;
+	}
+	spin_unlock_irq(&c->hydrating_lock);
+	return r;
+}
+
 static void process_discards(struct clone_target *c)
 {
 	struct bio_list bios = BIO_EMPTY_LIST;
@@ -700,7 +727,7 @@ static void process_discards(struct clone_target *c)
 	blk_start_plug(&plug);
 	while ((bio = bio_list_pop(&bios))) {
 		discard_regions(c, bio, &first, &count);
-		r = clone_md_set_range_hydrated(c->md, first, count);
+		r = mark_discarded(c, first, count);
 		finish_discard(c, bio, !r);
 	}
 	blk_finish_plug(&plug);
@@ -1278,8 +1305,12 @@ static void destroy_runtime(struct clone_target *c)
 {
 	/* Again here: a resume racing with the removal may have re-armed it after postsuspend. */
 	cancel_delayed_work_sync(&c->ticker);
-	destroy_workqueue(c->wq);
+	/*
+	 * The copy engine goes first and waits for its last callback: copy_done() wakes our worker after
+	 * the hydration it ends has let postsuspend go on, so the workqueue must outlive the engine.
+	 */
 	clone_copier_destroy(c->copier);
+	destroy_workqueue(c->wq);
 	mempool_exit(&c->hydration_pool);
 	mutex_destroy(&c->commit_lock);
 }
@@ -1382,6 +1413,38 @@ static void ct_postsuspend(struct dm_target *ti)
 	commit_metadata(c, NULL);
 }
 
+/*
+ * A table's constructor runs while the table it replaces is still live: the metadata it read then may
+ * since have changed (regions hydrated and committed by the old table, blocks allocated in its space
+ * map). Only here, after the old table's postsuspend stopped its copies and committed, is the metadata
+ * final, so the first resume of each table reads it again: one object per table, each reading the
+ * metadata once the previous owner has let go of it, as dm-era loads its metadata in preresume.
+ */
+static int ct_preresume(struct dm_target *ti)
+{
+	struct clone_target *c = ti->private;
+	struct clone_md *md;
+	char *error = "cannot reopen the metadata";
+
+	if (c->md_fresh)
+		return 0;
+
+	md = clone_md_open(c->md_dev->bdev, ti->len, c->region_sectors, &error);
+	if (IS_ERR(md)) {
+		DMERR("%s: %s: %ld", clone_name(c), error, PTR_ERR(md));
+		return PTR_ERR(md);
+	}
+	if (get_mode(c) != CLONE_MODE_WRITE)
+		clone_md_set_read_only(md);
+	clone_md_close(c->md);
+	c->md = md;
+	c->md_fresh = true;
+	c->hydration_announced = clone_md_fully_hydrated(md);
+	c->next_region = 0;
+	c->last_commit = jiffies;
+	return 0;
+}
+
 static void ct_resume(struct dm_target *ti)
 {
 	struct clone_target *c = ti->private;
@@ -1452,6 +1515,7 @@ static struct target_type clone_target_type = {
 	.map = ct_map,
 	.end_io = ct_end_io,
 	.postsuspend = ct_postsuspend,
+	.preresume = ct_preresume,
 	.resume = ct_resume,
 	.status = ct_status,
 	.message = ct_message,

@@ -314,8 +314,10 @@ static void fill_superblock(struct era_md *md, struct era_superblock_disk *sb)
 /*
  * The second half of a commit. The space map root is only final once the pre-commit has committed the
  * space map (era fix 8), and it is copied before the superblock is locked because the copy can fail.
+ * @publish false only fills the superblock in and unlocks it, dirty in the block manager's cache: what
+ * the code before fix (c) did after a failed flush (the tm-commit-order revert switch).
  */
-static int write_superblock(struct era_md *md)
+static int write_superblock(struct era_md *md, bool publish)
 {
 	struct dm_block *sb_block;
 	size_t len;
@@ -337,6 +339,10 @@ static int write_superblock(struct era_md *md)
 		return r;
 	}
 	fill_superblock(md, dm_block_data(sb_block));
+	if (!publish) {
+		dm_bm_unlock(sb_block);
+		return 0;
+	}
 
 	/* Unlocks the superblock, then writes and flushes it: the last write of the transaction. */
 	r = dm_tm_commit(md->tm, sb_block);
@@ -366,19 +372,20 @@ int era_md_pre_commit(struct era_md *md)
 
 int era_md_commit(struct era_md *md)
 {
-	int r, sb_r;
+	int r;
 
 	r = era_md_pre_commit(md);
-#if !dmkit_reverted(TM_COMMIT_ORDER)
 	/*
 	 * Fix (c): a transaction is atomic only if the superblock reaches the disk after every block it
-	 * points at. After a failed flush some of them may not be there, so the old superblock must stay.
+	 * points at. After a failed flush some of them may not be there, so the old superblock must stay,
+	 * and nothing of the new one may wait in the cache for a later write-back.
 	 */
-	if (r)
+	if (r) {
+		if (dmkit_reverted(TM_COMMIT_ORDER))
+			write_superblock(md, false);
 		return r;
-#endif
-	sb_r = write_superblock(md);
-	return r ? r : sb_r;
+	}
+	return write_superblock(md, true);
 }
 
 /*----------------------------------------------------------------

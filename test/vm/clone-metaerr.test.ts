@@ -6,6 +6,10 @@
  * serving reads, and after teardown (every metadata write failing, so nothing can reach the disk late) a
  * reopen on healthy metadata must show exactly the last committed transaction: the regions hydrated
  * before the failure, none of those marked after it, and the data as of that commit.
+ *
+ * The tm-commit-order proof (fix (c)) is the variant whose error window ends before the teardown: before
+ * the fix a failed flush left the new superblock dirty in the block manager's cache, and the next
+ * write-back (here the teardown, or the rollback's reopen) put it on disk pointing at blocks never written.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,9 +47,13 @@ async function swap(name: string, targets: ReturnType<typeof metaTable>): Promis
   await dm.resume({ name });
 }
 
-describe('clone metadata errors', () => {
-  test('a commit that fails under dm-flakey puts the clone in read-only mode; reopening shows the last commit', async (t) => {
-    if (skip) return t.skip(skip);
+/**
+ * `teardown` says what the metadata does while the failed clone is removed: 'failing': every write fails,
+ * the superblock's too, so the disk shows exactly what the failed commit itself wrote; 'healed': the error
+ * window has ended, so anything the failed commit left dirty in the block manager's cache (the superblock,
+ * before fix (c)) reaches the disk at the teardown's write-back.
+ */
+async function failedCommit(teardown: 'failing' | 'healed'): Promise<void> {
     const scope = new Scope();
     const names: string[] = [];
     try {
@@ -86,8 +94,8 @@ describe('clone metadata errors', () => {
       // Reads still work: the committed data and the source behind unhydrated regions.
       assertModel(dev, model, 'reads in read-only mode');
 
-      // Teardown with every metadata write failing (the superblock too), so nothing can publish late.
-      await swap('me-meta', metaTable(metaRam.path, 'fail', 'fail'));
+      // Teardown with every metadata write failing (nothing can publish late), or after the window.
+      await swap('me-meta', metaTable(metaRam.path, teardown === 'failing' ? 'fail' : 'ok', teardown === 'failing' ? 'fail' : 'ok'));
       await dm.remove({ name: 'me-clone' }, { retry: true });
       names.pop();
       await swap('me-meta', metaTable(metaRam.path, 'ok', 'ok'));
@@ -103,5 +111,16 @@ describe('clone metadata errors', () => {
       for (const n of names.reverse()) await dm.remove({ name: n }, { retry: true }).catch(() => undefined);
       scope.close();
     }
+}
+
+describe('clone metadata errors', () => {
+  test('a commit that fails under dm-flakey puts the clone in read-only mode; reopening shows the last commit', async (t) => {
+    if (skip) return t.skip(skip);
+    await failedCommit('failing');
+  });
+
+  test('tm-commit-order: after a failed commit and the end of the error window, teardown leaves the last committed transaction', async (t) => {
+    if (skip) return t.skip(skip);
+    await failedCommit('healed');
   });
 });

@@ -24,7 +24,7 @@ import {
   skipUnless, swapTable, writeBlocks,
 } from '../../src/testing/era-fixtures';
 
-type Teardown = 'quiet' | 'live';
+type Teardown = 'quiet' | 'live' | 'healed';
 
 /**
  * The scenario; `teardown` says what the metadata device does while the failed device is removed:
@@ -57,6 +57,7 @@ function failedCommitScenario(scope: Scope, type: EraType, teardown: Teardown): 
   swapTable(metaName, bodyFails);
   const checkpoint = failingMessage(dev.name, 'checkpoint');
   if (teardown === 'quiet') swapTable(metaName, allFail);
+  if (teardown === 'healed') swapTable(metaName, healthy);
   // Removing the device still tries to commit (postsuspend) and writes back what it holds (dtr).
   dev.remove();
   swapTable(metaName, healthy);
@@ -88,12 +89,18 @@ for (const type of ERA_TYPES) {
     });
     afterEach(() => scope.close());
 
-    test('tm-commit-order: a commit whose metadata writes fail leaves the previous transaction on disk', { skip }, () => {
+    test('a commit whose metadata writes fail leaves the previous transaction on disk (every write failing until removed)', { skip }, () => {
       failedCommitScenario(scope, type, 'quiet');
     });
 
-    // Not part of the fix (c) proof: what happens on the commits after a failed one.
     const noFailMode = type === 'era' ? 'the in-tree era has no fail mode (kernel-facts §3 item 10): a later commit with nothing left to write publishes the failed transaction' : false;
+    // The fix (c) proof: before the fix the failed flush left the superblock dirty in the block manager's
+    // cache, where it waited for the next write-back: here the teardown after the error window ended.
+    test('tm-commit-order: a failed commit leaves nothing to publish once the error window ends', { skip, todo: skip ? false : noFailMode }, () => {
+      failedCommitScenario(scope, type, 'healed');
+    });
+
+    // Not part of the fix (c) proof: what happens on the commits after a failed one.
     test('after a failed commit, tearing the device down does not publish the failed transaction (fail mode)', { skip, todo: skip ? false : noFailMode }, () => {
       failedCommitScenario(scope, type, 'live');
     });
