@@ -7,10 +7,10 @@
  *   {"fix":"<fix>","with_fix":"pass|fail","with_revert":"pass|fail"}
  *
  * and the exit status is 0 only when the tests pass with the fix and fail with it reverted. A run passes
- * when its command exits 0, no kernel splat was seen, and at least one test ran with none failing: a run
- * that runs no test (a typo in a name, every case skipped) proves nothing and counts as a failure. A run
- * with the revert that never got to test anything (the lab or the module build failed) is inconclusive:
- * it shows as "fail" in the line, but the exit status is 1. Unknown fix: usage, exit 2.
+ * when its command exits 0, no kernel splat was seen, and at least one test ran with none failing. A run
+ * fails only when a named test failed on an assertion (observed data) with no splat and no timeout;
+ * anything else (a splat, a hang, a test that threw, no test run, the lab or the build failing) is
+ * "error", and the line adds "why". Unknown fix: usage, exit 2.
  *
  * With --lab the crash and fault lab stands in for the named tests: the fix's lab components run at CI
  * scale on its target (src/lab/faultlab); a run passes with no failure reported, fails with any, and the
@@ -42,7 +42,7 @@ export const FIXES: Readonly<Record<string, FixProof>> = {
     lab: { only: 'reload', target: 'dmkit-era' },
   },
   'tm-commit-order': {
-    files: ['dist/test/vm/era-tm-commit.test.js'],
+    files: ['dist/test/vm/era-tm-commit.test.js', 'dist/test/vm/clone-metaerr.test.js'],
     summary: 'fix (c): the superblock is written only after the rest of the transaction was flushed',
     lab: { only: 'crash,ioerr', target: 'dmkit-era' },
   },
@@ -117,22 +117,37 @@ export interface RunOutcome {
   splats: number;
   /** The spec reporter's closing counts, if it printed them. */
   counts: { passed: number; failed: number; skipped: number } | null;
+  /** A failed test failed on an assertion (node's ERR_ASSERTION), not on an exception of its own. */
+  assertionFailed?: boolean;
 }
 
-export type RunVerdict = 'pass' | 'fail' | 'inconclusive';
-
 /**
- * pass: exit 0, no splat, at least one test ran and none failed. fail: the tests ran and something failed,
- * or the kernel splatted, or the run hung past its timeout. inconclusive: the lab or the module build failed
- * before any test could say anything.
+ * pass: exit 0, no splat, at least one test ran and none failed. fail: a named test failed on an
+ * assertion, i.e. on observed data, and the kernel neither splatted nor hung. error (with why): anything
+ * else that is not a pass: a splat, a timeout, a test that threw instead of asserting, no test run, or the
+ * lab or the module build failing before any test could say anything.
  */
+export interface RunVerdict {
+  verdict: 'pass' | 'fail' | 'error';
+  why?: string;
+}
+
 export function runVerdict(o: RunOutcome): RunVerdict {
-  if (o.splats > 0 || o.exitCode === VM_EXIT.SPLAT || o.exitCode === VM_EXIT.TIMEOUT) return 'fail';
-  if (o.exitCode === null || o.exitCode === VM_EXIT.LAB_FAILURE) return 'inconclusive';
-  if (o.exitCode === 0 && o.counts && o.counts.passed > 0 && o.counts.failed === 0) return 'pass';
-  if (o.counts && (o.counts.failed > 0 || o.counts.passed > 0)) return 'fail';
-  // No test ran (or no summary): with the fix that is a failure, with the revert it proves nothing.
-  return o.counts ? 'fail' : 'inconclusive';
+  if (o.splats > 0 || o.exitCode === VM_EXIT.SPLAT) return { verdict: 'error', why: `kernel splat (${o.splats} line(s))` };
+  if (o.exitCode === VM_EXIT.TIMEOUT) return { verdict: 'error', why: 'the run timed out' };
+  if (o.exitCode === null || o.exitCode === VM_EXIT.LAB_FAILURE) return { verdict: 'error', why: 'the lab or the module build failed before any test ran' };
+  if (!o.counts) return { verdict: 'error', why: `no test summary (exit ${o.exitCode})` };
+  if (o.counts.failed > 0) {
+    return o.assertionFailed ? { verdict: 'fail' } : { verdict: 'error', why: 'a test failed without an assertion (it threw)' };
+  }
+  if (o.counts.passed === 0) return { verdict: 'error', why: 'no test ran' };
+  if (o.exitCode !== 0) return { verdict: 'error', why: `exit ${o.exitCode} with every test passing` };
+  return { verdict: 'pass' };
+}
+
+/** node's spec reporter prints `code: 'ERR_ASSERTION'` in the details of a test that failed an assert. */
+export function sawAssertionFailure(output: string): boolean {
+  return /code: 'ERR_ASSERTION'/.test(output);
 }
 
 export interface ProofResult {
@@ -140,13 +155,15 @@ export interface ProofResult {
   exitCode: 0 | 1;
 }
 
-/** The closing line and exit status from the two runs. */
+/** The closing line and exit status from the two runs; an error verdict says why. */
 export function proofResult(fix: string, withFix: RunVerdict, withRevert: RunVerdict, lab = false): ProofResult {
-  const word = (v: RunVerdict): 'pass' | 'fail' => (v === 'pass' ? 'pass' : 'fail');
-  const line = JSON.stringify({ fix, ...(lab ? { lab: true } : {}), with_fix: word(withFix), with_revert: word(withRevert) });
-  return { line, exitCode: withFix === 'pass' && withRevert === 'fail' ? 0 : 1 };
+  const why = [
+    ...(withFix.why ? [`with_fix: ${withFix.why}`] : []),
+    ...(withRevert.why ? [`with_revert: ${withRevert.why}`] : []),
+  ].join('; ');
+  const line = JSON.stringify({ fix, ...(lab ? { lab: true } : {}), with_fix: withFix.verdict, with_revert: withRevert.verdict, ...(why ? { why } : {}) });
+  return { line, exitCode: withFix.verdict === 'pass' && withRevert.verdict === 'fail' ? 0 : 1 };
 }
-
 
 async function proveRun(args: ProveArgs, proof: FixProof, reverts: readonly string[]): Promise<RunVerdict> {
   const label = reverts.length ? `with ${args.fix} reverted` : 'with the fix';
@@ -169,8 +186,10 @@ async function proveRun(args: ProveArgs, proof: FixProof, reverts: readonly stri
   }
   out.stream.end();
   if (r) console.error(describeResult(r));
-  const verdict = runVerdict({ exitCode: r ? r.exitCode : null, splats: r ? r.splats.length : 0, counts: parseNodeTestSummary(out.text()) });
-  console.error(`prove ${args.fix}: ${label}: ${verdict}`);
+  const verdict = runVerdict({
+    exitCode: r ? r.exitCode : null, splats: r ? r.splats.length : 0, counts: parseNodeTestSummary(out.text()), assertionFailed: sawAssertionFailure(out.text()),
+  });
+  console.error(`prove ${args.fix}: ${label}: ${verdict.verdict}${verdict.why ? ` (${verdict.why})` : ''}`);
   return verdict;
 }
 
@@ -184,10 +203,11 @@ async function labRun(args: ProveArgs, proof: FixProof, reverts: readonly string
       ...(args.kernel ? ['--kernel', args.kernel] : []), ...(reverts.length ? ['--revert', reverts.join(',')] : []),
     ]);
     console.error(`prove ${args.fix}: ${label}: ${JSON.stringify(run.counters)}${run.note ? ` (${run.note})` : ''}`);
-    return run.counters.failures ? 'fail' : 'pass';
+    if (run.splat) return { verdict: 'error', why: `kernel splat: ${run.note ?? ''}`.trim() };
+    return run.counters.failures ? { verdict: 'fail' } : { verdict: 'pass' };
   } catch (e) {
     console.error(`prove ${args.fix}: the lab failed ${label}: ${(e as Error).message}`);
-    return 'inconclusive';
+    return { verdict: 'error', why: `the lab failed: ${(e as Error).message}` };
   }
 }
 
@@ -205,7 +225,7 @@ async function main(): Promise<void> {
   const withFix = await run(args, proof, []);
   const withRevert = await run(args, proof, [args.fix]);
   const result = proofResult(args.fix, withFix, withRevert, args.lab);
-  if (withRevert === 'inconclusive') console.error(`prove ${args.fix}: the run with the revert did not get to run its tests; nothing is proven`);
+  if (withRevert.verdict === 'error') console.error(`prove ${args.fix}: the run with the revert did not fail on observed data (${withRevert.why}); nothing is proven`);
   console.log(result.line);
   process.exit(result.exitCode);
 }

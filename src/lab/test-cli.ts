@@ -48,7 +48,7 @@ const VM_SUITES = 'dist/test/vm/';
  * whose extra work is in userspace (CLI process start-up, crash-image replay). DMKIT_DEBUG_SUITES=all
  * runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr', 'clone-races'];
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];

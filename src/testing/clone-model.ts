@@ -87,7 +87,7 @@ export function verifyModel(path: string, model: DataModel, limit = 8): SectorMi
 }
 
 /** Stamps [start, start+length) of `path` with `seed` by direct IO, and records it in the model. */
-export function stampDirect(path: string, model: DataModel | undefined, start: bigint, length: bigint, seed: number, opts: { fsync?: boolean } = {}): void {
+export function stampDirect(path: string, model: DataModel | undefined, start: bigint, length: bigint, seed: number, opts: { fsync?: boolean; bs?: bigint } = {}): void {
   writeDirect(path, start * 512n, patternBuffer(seed, sectors(start), Number(length)), opts);
   model?.write(start, length, seed);
 }

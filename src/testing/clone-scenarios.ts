@@ -58,8 +58,8 @@ function makeRig(scope: Scope, lengthMiB: bigint, region: Sectors): Rig {
   const [meta, dest, src] = ramdisks(scope, 3, bytes((lengthMiB + 4n) * MiB)) as [BlockDevice, BlockDevice, BlockDevice];
   const length = sectors((lengthMiB * MiB) / 512n);
   zero(meta.path, bytes(4096));
-  stampDirect(src.path, undefined, 0n, length, SRC_SEED);
-  stampDirect(dest.path, undefined, 0n, length, DEST_GARBAGE);
+  stampDirect(src.path, undefined, 0n, length, SRC_SEED, { bs: MiB });
+  stampDirect(dest.path, undefined, 0n, length, DEST_GARBAGE, { bs: MiB });
   return { meta, dest, src, length, region, nrRegions: Number(length / region) };
 }
 
@@ -134,7 +134,7 @@ export async function discardRace(dm: DeviceMapper, type: CloneType, rounds: num
     const name = `cr-discard-${round}`;
     let created = false;
     try {
-      const rig = makeRig(scope, 16n, sectors(2048));
+      const rig = makeRig(scope, 8n, sectors(2048));
       const model = new DataModel(rig.length, SRC_SEED);
       setCloneThrottle(type, 1);
       const knob = setCloneKnob('copy_start_delay_ms', 3000);
@@ -143,7 +143,7 @@ export async function discardRace(dm: DeviceMapper, type: CloneType, rounds: num
       const dev = dm.devicePath(name);
       await sleep(300); // the worker claims its first regions and queues their copies
       sh('blkdiscard', dev);
-      for (let r = 0; r < rig.nrRegions; r++) stampDirect(dev, model, BigInt(r) * rig.region, rig.region, seed + round * 100 + r);
+      for (let r = 0; r < rig.nrRegions; r++) stampDirect(dev, model, BigInt(r) * rig.region, rig.region, seed + round * 100 + r, { bs: MiB });
       setCloneKnob('copy_start_delay_ms', 0);
       setCloneThrottle(type, 100);
       await waitHydrated(dm, name, 120_000);
@@ -175,7 +175,7 @@ export async function reloadStale(dm: DeviceMapper, type: CloneType, opts: { inT
   const name = 'cr-reload';
   let live = false;
   try {
-    const rig = makeRig(scope, 8n, sectors(128));
+    const rig = makeRig(scope, 4n, sectors(128));
     const model = new DataModel(rig.length, SRC_SEED);
     const tableLine = line(type, rig, { noHydration: true });
     await dm.create(name, { targets: [tableLine] });
@@ -229,7 +229,7 @@ export async function reloadMidHydration(dm: DeviceMapper, type: CloneType, seed
   let live = false;
   const rand = prng(seed);
   try {
-    const rig = makeRig(scope, 32n, sectors(128));
+    const rig = makeRig(scope, 16n, sectors(128));
     const model = new DataModel(rig.length, SRC_SEED);
     const tableLine = line(type, rig, { threshold: 4, batch: 2 });
     setCloneThrottle(type, 10);

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FIXES, parseProveArgs, proofResult, runVerdict, testCommand, testNamePattern, UsageError } from '../../src/lab/prove';
+import { FIXES, parseProveArgs, proofResult, runVerdict, sawAssertionFailure, testCommand, testNamePattern, UsageError } from '../../src/lab/prove';
 
 const ran = (passed: number, failed: number, skipped = 0) => ({ passed, failed, skipped });
 
@@ -50,28 +50,36 @@ test('every registered fix names test files that exist in the source tree', () =
 });
 
 test('a run passes only when tests ran, none failed, and the kernel stayed quiet', () => {
-  assert.equal(runVerdict({ exitCode: 0, splats: 0, counts: ran(2, 0, 1) }), 'pass');
-  assert.equal(runVerdict({ exitCode: 1, splats: 0, counts: ran(1, 1) }), 'fail');
-  assert.equal(runVerdict({ exitCode: 0, splats: 0, counts: ran(0, 0, 4) }), 'fail', 'nothing ran');
-  assert.equal(runVerdict({ exitCode: 125, splats: 2, counts: ran(2, 0) }), 'fail', 'a splat fails a passing run');
-  assert.equal(runVerdict({ exitCode: 0, splats: 1, counts: ran(2, 0) }), 'fail');
-  assert.equal(runVerdict({ exitCode: 124, splats: 0, counts: null }), 'fail', 'a hang is a failure');
-  assert.equal(runVerdict({ exitCode: 1, splats: 0, counts: ran(3, 0) }), 'fail', 'a non-zero exit fails even if the counts look fine');
-  assert.equal(runVerdict({ exitCode: 126, splats: 0, counts: null }), 'inconclusive');
-  assert.equal(runVerdict({ exitCode: null, splats: 0, counts: null }), 'inconclusive', 'the module build failed');
-  assert.equal(runVerdict({ exitCode: 1, splats: 0, counts: null }), 'inconclusive', 'no test output at all');
+  const v = (o: Parameters<typeof runVerdict>[0]) => runVerdict(o).verdict;
+  assert.equal(v({ exitCode: 0, splats: 0, counts: ran(2, 0, 1) }), 'pass');
+  assert.equal(v({ exitCode: 1, splats: 0, counts: ran(1, 1), assertionFailed: true }), 'fail');
+  assert.equal(v({ exitCode: 0, splats: 0, counts: ran(0, 0, 4) }), 'error', 'nothing ran');
+  assert.equal(v({ exitCode: 0, splats: 1, counts: ran(2, 0) }), 'error');
+  assert.equal(v({ exitCode: 1, splats: 0, counts: ran(3, 0) }), 'error', 'a non-zero exit is no pass even if the counts look fine');
+  assert.equal(v({ exitCode: 126, splats: 0, counts: null }), 'error');
+  assert.equal(v({ exitCode: null, splats: 0, counts: null }), 'error', 'the module build failed');
+  assert.equal(v({ exitCode: 1, splats: 0, counts: null }), 'error', 'no test output at all');
+});
+
+test('a run fails only on an assertion, with no splat and no timeout; otherwise it is an error that says why', () => {
+  assert.deepEqual(runVerdict({ exitCode: 125, splats: 2, counts: ran(1, 1), assertionFailed: true }), { verdict: 'error', why: 'kernel splat (2 line(s))' });
+  assert.deepEqual(runVerdict({ exitCode: 124, splats: 0, counts: null }), { verdict: 'error', why: 'the run timed out' });
+  assert.equal(runVerdict({ exitCode: 1, splats: 0, counts: ran(1, 1), assertionFailed: false }).verdict, 'error', 'a test that threw observed nothing');
+  assert.equal(sawAssertionFailure("  error: 'x'\n  code: 'ERR_ASSERTION'\n"), true);
+  assert.equal(sawAssertionFailure("  error: 'dd failed'\n  code: 'ERR_CHILD_PROCESS'\n"), false);
 });
 
 test('the proof holds only for pass with the fix and fail with the revert', () => {
-  assert.deepEqual(proofResult('tm-commit-order', 'pass', 'fail'), {
+  const pass = { verdict: 'pass' } as const;
+  const fail = { verdict: 'fail' } as const;
+  assert.deepEqual(proofResult('tm-commit-order', pass, fail), {
     line: '{"fix":"tm-commit-order","with_fix":"pass","with_revert":"fail"}',
     exitCode: 0,
   });
-  assert.equal(proofResult('x', 'pass', 'pass').exitCode, 1);
-  assert.match(proofResult('clone-flush', 'pass', 'fail', true).line, /^\{"fix":"clone-flush","lab":true,"with_fix":"pass","with_revert":"fail"\}$/);
-  assert.equal(proofResult('x', 'fail', 'fail').exitCode, 1);
-  assert.equal(proofResult('x', 'inconclusive', 'fail').exitCode, 1);
-  const inconclusive = proofResult('x', 'pass', 'inconclusive');
-  assert.equal(inconclusive.exitCode, 1, 'a revert run that never tested anything proves nothing');
-  assert.equal(inconclusive.line, '{"fix":"x","with_fix":"pass","with_revert":"fail"}');
+  assert.equal(proofResult('x', pass, pass).exitCode, 1);
+  assert.match(proofResult('clone-flush', pass, fail, true).line, /^\{"fix":"clone-flush","lab":true,"with_fix":"pass","with_revert":"fail"\}$/);
+  assert.equal(proofResult('x', fail, fail).exitCode, 1);
+  const splat = proofResult('x', pass, { verdict: 'error', why: 'kernel splat (1 line(s))' });
+  assert.equal(splat.exitCode, 1, 'a revert run that splatted proves nothing');
+  assert.equal(splat.line, '{"fix":"x","with_fix":"pass","with_revert":"error","why":"with_revert: kernel splat (1 line(s))"}');
 });

@@ -16,6 +16,8 @@ export interface LabRun {
   exitCode: number;
   seconds: number;
   note?: string;
+  /** The kernel splatted or the run timed out: whatever the counters say, nothing was observed cleanly. */
+  splat?: boolean;
 }
 
 /** Runs the lab in the VM; `args` are runner arguments plus --kernel/--revert for the VM. */
@@ -55,7 +57,8 @@ export async function runLabInVm(args: readonly string[], out: NodeJS.WritableSt
     counters.failures += 1;
     note = r.splats.length ? `kernel splat: ${r.splats[0]!.text}` : r.labError ?? `VM exit ${r.exitCode}`;
   }
-  return { counters, exitCode: counters.failures ? 1 : 0, seconds: (Date.now() - started) / 1000, ...(note ? { note } : {}) };
+  const splat = r.splats.length > 0 || r.exitCode === 124 || r.exitCode === 125;
+  return { counters, exitCode: counters.failures ? 1 : 0, seconds: (Date.now() - started) / 1000, ...(note ? { note } : {}), ...(splat ? { splat } : {}) };
 }
 
 async function main(): Promise<void> {

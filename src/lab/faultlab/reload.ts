@@ -1,12 +1,21 @@
 /**
- * Lab component 'reload': races between suspend, reload and removal — the class of era-postsuspend (fix
- * (a)): an era device suspended while its worker digests, a newer table taking over its metadata, then
- * the old table's removal; the metadata must stay exactly what the new table committed. The scenario is
- * shared with its named test (src/testing/era-postsuspend-scenario.ts). Each iteration counts as one race.
+ * Lab component 'reload': races between suspend, reload and removal.
+ * - era (fix (a), era-postsuspend): an era device suspended while its worker digests, a newer table taking
+ *   over its metadata, then the old table's removal; the metadata must stay exactly what the new table
+ *   committed (src/testing/era-postsuspend-scenario.ts, shared with its named test).
+ * - clone (issue 11): a table loaded while the live one hydrates regions, then the swap, with and without
+ *   background hydration and a writer; every write must read back and the committed metadata must be
+ *   exact (src/testing/clone-scenarios.ts, shared with test/vm/clone-races.test.ts). dmkit-clone must
+ *   pass; the in-tree dm-clone (where the kernel has it) reads the metadata at table load and serves the
+ *   regions hydrated since from the source (drivers/md/dm-clone-target.c, clone_ctr ->
+ *   dm_clone_metadata_open), so its problems count as known_upstream.
+ * Each iteration counts as one race.
  */
 import { Scope } from '../../testing';
 import { postsuspendRace } from '../../testing/era-postsuspend-scenario';
 import { ERA_TYPES, registeredTargets } from '../../testing/era-fixtures';
+import { reloadMidHydration, reloadStale, type CloneType } from '../../testing/clone-scenarios';
+import { DeviceMapper } from '../../dm';
 import { caseSeed, Component, Counters, LabContext } from './types';
 
 /** Iterations per era type: the race is caught at iteration 2–3 of 4 in every observed revert run. */
@@ -36,6 +45,41 @@ export const component: Component = {
         scope.close();
       }
     }
-    return { reload_races: races };
+    const clones = await cloneRaces(ctx, only);
+    return { reload_races: races + clones.races, known_upstream: clones.known };
   },
 };
+
+const CLONE_TYPES: readonly CloneType[] = ['dmkit-clone', 'clone'];
+
+async function cloneRaces(ctx: LabContext, only?: { seed: number }): Promise<{ races: number; known: number }> {
+  let races = 0;
+  let known = 0;
+  const dm = DeviceMapper.open();
+  try {
+    for (const type of CLONE_TYPES) {
+      if (!ctx.wants(type) || !(await dm.hasTarget(type))) continue;
+      const rounds = ctx.scale === 'release' ? 10 : 1;
+      for (let i = 0; i < rounds; i++) {
+        const seed = only?.seed ?? caseSeed(ctx.seed, `reload-${type}`, i);
+        try {
+          const problems = [...(await reloadStale(dm, type)), ...(await reloadMidHydration(dm, type, seed))];
+          races += 2;
+          if (type === 'clone') {
+            known += problems.length ? 1 : 0;
+            if (problems.length) ctx.log(`clone (in-tree): known upstream, table load reads the metadata: ${problems[0]}`);
+          } else {
+            for (const p of problems) ctx.fail({ component: 'reload', target: type, seed, detail: `clone reload race: ${p}` });
+          }
+        } catch (e) {
+          ctx.fail({ component: 'reload', target: type, seed, detail: `clone scenario stopped: ${(e as Error).message}`, log: (e as Error).stack ?? '' });
+        }
+        if (only) break;
+      }
+      ctx.log(`${type}: ${rounds * 2} clone reload races (stale table, mid-hydration with a writer)`);
+    }
+  } finally {
+    dm.close();
+  }
+  return { races, known };
+}
