@@ -233,12 +233,13 @@ static int commit_metadata(struct clone_target *c, bool *dest_flushed)
 		*dest_flushed = false;
 
 	mutex_lock(&c->commit_lock);
-	if (!clone_md_changed(c->md))
-		goto out;
+	/* Read-only after a failed commit: nothing since is durable, even with nothing left to write. */
 	if (get_mode(c) != CLONE_MODE_WRITE) {
 		r = -EPERM;
 		goto out;
 	}
+	if (!clone_md_changed(c->md))
+		goto out;
 
 	r = clone_md_pre_commit(c->md);
 	if (r) {
@@ -333,12 +334,20 @@ static void hand_to_worker(struct clone_target *c, struct bio_list *list, struct
  */
 static void issue_to_dest(struct clone_target *c, struct bio *bio)
 {
-	if (!op_is_flush(bio->bi_opf) || !clone_md_changed(c->md)) {
+	if (!op_is_flush(bio->bi_opf)) {
 		submit_bio_noacct(bio);
 		return;
 	}
+	/*
+	 * After a failed commit the marks of writes already acknowledged may have been rolled back, so
+	 * no flush can promise that what came before it is durable: fail them all.
+	 */
 	if (get_mode(c) != CLONE_MODE_WRITE) {
 		bio_io_error(bio);
+		return;
+	}
+	if (!clone_md_changed(c->md)) {
+		submit_bio_noacct(bio);
 		return;
 	}
 	hand_to_worker(c, &c->after_commit, bio);

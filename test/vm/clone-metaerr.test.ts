@@ -13,6 +13,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { inspect } from 'node:util';
 import { DeviceMapper } from '../../src/dm';
 import { clone } from '../../src/targets';
@@ -53,7 +54,7 @@ async function swap(name: string, targets: ReturnType<typeof metaTable>): Promis
  * window has ended, so anything the failed commit left dirty in the block manager's cache (the superblock,
  * before fix (c)) reaches the disk at the teardown's write-back.
  */
-async function failedCommit(teardown: 'failing' | 'healed'): Promise<void> {
+async function failedCommit(teardown: 'failing' | 'healed', flush: 'with-write' | 'later' = 'with-write'): Promise<void> {
     const scope = new Scope();
     const names: string[] = [];
     try {
@@ -84,8 +85,19 @@ async function failedCommit(teardown: 'failing' | 'healed'): Promise<void> {
       await swap('me-meta', metaTable(metaRam.path, 'fail', 'ok'));
       let failed = false;
       try {
-        writeDirect(dev, 40n * REGION * 512n, patternBuffer(54, sectors(40n * REGION), Number(REGION)), { fsync: true });
-      } catch {
+        if (flush === 'later') {
+          // The write is acknowledged at once; the periodic commit (every second) fails before the
+          // flush arrives and rolls its mark back, so that flush cannot promise the write is durable.
+          writeDirect(dev, 40n * REGION * 512n, patternBuffer(54, sectors(40n * REGION), Number(REGION)));
+          await new Promise((r) => setTimeout(r, 2500));
+          const st = await cloneStatus(dm, 'me-clone', { noflush: true });
+          assert.equal(st.mode, 'ro', 'the periodic commit failed');
+          execFileSync('dd', ['if=/dev/null', `of=${dev}`, 'conv=fsync,notrunc', 'status=none']);
+        } else {
+          writeDirect(dev, 40n * REGION * 512n, patternBuffer(54, sectors(40n * REGION), Number(REGION)), { fsync: true });
+        }
+      } catch (e) {
+        if (e instanceof assert.AssertionError) throw e;
         failed = true; // the write or its flush reports the failed commit
       }
       const during = await cloneStatus(dm, 'me-clone', { noflush: true });
@@ -117,6 +129,11 @@ describe('clone metadata errors', () => {
   test('a commit that fails under dm-flakey puts the clone in read-only mode; reopening shows the last commit', async (t) => {
     if (skip) return t.skip(skip);
     await failedCommit('failing');
+  });
+
+  test('after a commit failed, a later flush fails: the marks of acknowledged writes were rolled back', async (t) => {
+    if (skip) return t.skip(skip);
+    await failedCommit('failing', 'later');
   });
 
   test('tm-commit-order: after a failed commit and the end of the error window, teardown leaves the last committed transaction', async (t) => {

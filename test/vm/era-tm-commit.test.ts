@@ -96,7 +96,9 @@ for (const type of ERA_TYPES) {
     const noFailMode = type === 'era' ? 'the in-tree era has no fail mode (kernel-facts §3 item 10): a later commit with nothing left to write publishes the failed transaction' : false;
     // The fix (c) proof: before the fix the failed flush left the superblock dirty in the block manager's
     // cache, where it waited for the next write-back: here the teardown after the error window ended.
-    test('tm-commit-order: a failed commit leaves nothing to publish once the error window ends', { skip, todo: skip ? false : noFailMode }, () => {
+    // The in-tree era is skipped here (not marked todo): its known failure would show in a revert run as
+    // an assertion that proves nothing about dmkit.
+    test('tm-commit-order: a failed commit leaves nothing to publish once the error window ends', { skip: skip || noFailMode }, () => {
       failedCommitScenario(scope, type, 'healed');
     });
 
