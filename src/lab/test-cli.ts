@@ -48,7 +48,7 @@ const VM_SUITES = 'dist/test/vm/';
  * whose extra work is in userspace (CLI process start-up, crash-image replay). DMKIT_DEBUG_SUITES=all
  * runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr', 'clone-races'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr', 'clone-races', 'lab-torture'];
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];
@@ -105,7 +105,7 @@ async function labStage(): Promise<StageResult> {
     passed: 1 - failed,
     failed,
     skipped: 0,
-    note: run.note ?? `${run.counters.crash_states} crash states, ${run.counters.io_error_points} IO-error points, ${run.counters.malformed_inputs} malformed inputs, ${run.counters.corrupted_images} corrupted images, ${run.counters.reload_races} reload races, ${run.counters.failures} failures`,
+    note: run.note ?? `${run.counters.crash_states} crash states, ${run.counters.io_error_points} IO-error points, ${run.counters.malformed_inputs} malformed inputs, ${run.counters.corrupted_images} corrupted images, ${run.counters.reload_races} reload races, ${run.counters.suspend_cycles ?? 0} suspend cycles, ${run.counters.failures} failures`,
   };
 }
 

@@ -5,5 +5,6 @@ import { component as ioerr } from './ioerr';
 import { component as reload } from './reload';
 import { component as corrupt } from './corrupt';
 import { component as fuzz } from './fuzz';
+import { component as torture } from './torture';
 
-export const COMPONENTS: readonly Component[] = [crash, ioerr, reload, corrupt, fuzz];
+export const COMPONENTS: readonly Component[] = [crash, ioerr, reload, torture, corrupt, fuzz];

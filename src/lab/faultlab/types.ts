@@ -18,15 +18,31 @@ export interface Counters {
   /** Crash states or inputs where an in-tree target shows a documented upstream weakness (not failures). */
   known_upstream: number;
   failures: number;
+  /** Suspend/resume cycles under IO (torture). */
+  suspend_cycles: number;
+  /** The torture component's cycles and races, per target type. */
+  per_target: Record<string, { suspend_cycles: number; reload_races: number }>;
 }
 
+type NumericCounter = Exclude<keyof Counters, 'per_target'>;
+
 export function zeroCounters(): Counters {
-  return { crash_states: 0, crash_states_kernel: 0, io_error_points: 0, malformed_inputs: 0, corrupted_images: 0, reload_races: 0, known_upstream: 0, failures: 0 };
+  return {
+    crash_states: 0, crash_states_kernel: 0, io_error_points: 0, malformed_inputs: 0, corrupted_images: 0, reload_races: 0, known_upstream: 0, failures: 0,
+    suspend_cycles: 0, per_target: {},
+  };
 }
 
 export function addCounters(a: Counters, b: Partial<Counters>): Counters {
-  const out = { ...a };
-  for (const k of Object.keys(out) as (keyof Counters)[]) out[k] += b[k] ?? 0;
+  const out = { ...a, per_target: { ...a.per_target } };
+  for (const k of Object.keys(out) as (keyof Counters)[]) {
+    if (k === 'per_target') continue;
+    out[k as NumericCounter] += b[k as NumericCounter] ?? 0;
+  }
+  for (const [t, v] of Object.entries(b.per_target ?? {})) {
+    const cur = out.per_target[t] ?? { suspend_cycles: 0, reload_races: 0 };
+    out.per_target[t] = { suspend_cycles: cur.suspend_cycles + v.suspend_cycles, reload_races: cur.reload_races + v.reload_races };
+  }
   return out;
 }
 
@@ -64,7 +80,7 @@ export interface LabContext {
 }
 
 export interface Component {
-  /** Short name used by --only and in replay commands: 'crash', 'ioerr', 'fuzz', 'corrupt', 'reload'. */
+  /** Short name used by --only and in replay commands: 'crash', 'ioerr', 'fuzz', 'corrupt', 'reload', 'torture'. */
   readonly name: string;
   /**
    * Runs the component at ctx.scale. With `only` set (a replay), runs just the case of that seed.

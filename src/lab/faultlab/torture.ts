@@ -1,0 +1,251 @@
+/**
+ * Lab component 'torture': the control plane racing the data plane, for every target with a profile
+ * (torture/profiles.ts): dmkit-era and dmkit-clone, and the in-tree era and clone where the kernel has
+ * them (their failures count as known_upstream, with the upstream source named).
+ *
+ * Per case (seeded; `--case` replays one): O_DIRECT writers and readers with stamped data run while a
+ * storm of control operations hits the device at random moments: suspend/resume (plain, --noflush,
+ * --nolockfs), LVM-style preload (load an inactive table, then swap it in or clear it), reloads with
+ * changed arguments, the target's messages, and remove while open (must be EBUSY and change nothing).
+ * After the storm: the status is sane, every acknowledged write reads back (torture/model.ts), a swap to
+ * linear and back where the target allows it, a deferred remove while the device is held open (it goes
+ * when the holder closes), the metadata is checked with the device gone (the *_check tool where there is
+ * one, and our validating reader), and the device is re-created from its metadata and read back again.
+ * Any device left behind is a failure.
+ */
+import * as fs from 'node:fs';
+import { DeviceMapper, DmError } from '../../dm';
+import { Scope } from '../../testing';
+import { SectorModel, Workload } from './torture/model';
+import { BASE_SEED, PROFILES, type TortureProfile, type TortureRig } from './torture/profiles';
+import { caseSeed, prng, type Component, type Counters, type LabContext, type Scale } from './types';
+
+export interface TortureScale {
+  cases: number;
+  suspendsPerCase: number;
+  reloadsPerCase: number;
+}
+
+/** CI: 4 x 50 = 200 suspend cycles and 4 x 13 = 52 reload races per target; release: 10,000 and 1,000. */
+export function tortureScale(scale: Scale | 'debug'): TortureScale {
+  if (scale === 'release') return { cases: 40, suspendsPerCase: 250, reloadsPerCase: 25 };
+  if (scale === 'debug') return { cases: 1, suspendsPerCase: 20, reloadsPerCase: 5 };
+  return { cases: 4, suspendsPerCase: 50, reloadsPerCase: 13 };
+}
+
+type Op = 'suspend' | 'suspend-noflush' | 'suspend-nolockfs' | 'preload-swap' | 'preload-clear' | 'reload-changed' | 'message' | 'remove-open';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function plan(rand: () => number, s: TortureScale): Op[] {
+  const ops: Op[] = [];
+  const suspends: Op[] = ['suspend', 'suspend-noflush', 'suspend-nolockfs'];
+  const reloads: Op[] = ['preload-swap', 'preload-clear', 'reload-changed'];
+  for (let i = 0; i < s.suspendsPerCase; i++) ops.push(suspends[Math.floor(rand() * suspends.length)]!);
+  for (let i = 0; i < s.reloadsPerCase; i++) ops.push(reloads[Math.floor(rand() * reloads.length)]!);
+  for (let i = 0; i < Math.ceil(s.suspendsPerCase / 5); i++) ops.push('message');
+  ops.push('remove-open');
+  for (let i = ops.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [ops[i], ops[j]] = [ops[j]!, ops[i]!];
+  }
+  return ops;
+}
+
+interface CaseResult {
+  problems: string[];
+  suspends: number;
+  reloads: number;
+}
+
+async function statusProblem(dm: DeviceMapper, name: string): Promise<string | undefined> {
+  const [st] = await dm.status({ name }, { noflush: true });
+  const text = st?.status ?? '';
+  if (/\bFail\b|\bError\b/.test(text) || / ro$/.test(text.trim())) return `status is not sane: ${text}`;
+  return undefined;
+}
+
+async function tableOf(dm: DeviceMapper, name: string): Promise<string> {
+  const t = await dm.table({ name });
+  return t.map((l) => `${l.start} ${l.length} ${l.type} ${l.params}`).join('\n');
+}
+
+async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureRig, rand: () => number, ops: Op[], problems: string[]): Promise<{ suspends: number; reloads: number }> {
+  let suspends = 0;
+  let reloads = 0;
+  for (const op of ops) {
+    if (problems.length > 4) break;
+    await sleep(Math.floor(rand() * 20));
+    try {
+      switch (op) {
+        case 'suspend':
+        case 'suspend-noflush':
+        case 'suspend-nolockfs':
+          await dm.suspend({ name }, { noflush: op === 'suspend-noflush', nolockfs: op === 'suspend-nolockfs' });
+          await sleep(Math.floor(rand() * 5));
+          await dm.resume({ name });
+          suspends++;
+          break;
+        case 'preload-swap':
+        case 'reload-changed':
+          await dm.load({ name }, [op === 'reload-changed' ? rig.variant(rand) : rig.line()]);
+          await sleep(Math.floor(rand() * 30));
+          await dm.suspend({ name });
+          await dm.resume({ name });
+          reloads++;
+          break;
+        case 'preload-clear':
+          await dm.load({ name }, [rig.line()]);
+          await sleep(Math.floor(rand() * 30));
+          await dm.clear({ name });
+          reloads++;
+          break;
+        case 'message': {
+          const m = rig.message(rand);
+          if (m) await dm.message({ name }, undefined, m);
+          break;
+        }
+        case 'remove-open': {
+          const before = await tableOf(dm, name);
+          const fd = fs.openSync(path, 'r');
+          try {
+            await dm.remove({ name });
+            problems.push('remove while open succeeded');
+          } catch (e) {
+            if (!(e instanceof DmError) || e.code !== 'EBUSY') problems.push(`remove while open: ${(e as Error).message} (want EBUSY)`);
+          } finally {
+            fs.closeSync(fd);
+          }
+          if ((await tableOf(dm, name)) !== before) problems.push('a refused remove changed the table');
+          break;
+        }
+      }
+    } catch (e) {
+      problems.push(`${op}: ${(e as Error).message}`);
+    }
+  }
+  return { suspends, reloads };
+}
+
+async function waitGone(dm: DeviceMapper, name: string, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (!(await dm.list()).some((d) => d.name === name)) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+/** One case on a live device `name`; leaves the device re-created from its metadata for the next one. */
+async function runCase(dm: DeviceMapper, name: string, rig: TortureRig, model: SectorModel, seed: number, s: TortureScale, nextSeed: () => number): Promise<CaseResult> {
+  const rand = prng(seed);
+  const path = dm.devicePath(name);
+  const problems: string[] = [];
+  const work = new Workload(path, model, prng(seed ^ 0x5a5a5a5a), nextSeed, { writers: 3, readers: 2 });
+  const counts = await storm(dm, name, path, rig, rand, plan(rand, s), problems);
+  await work.stop();
+  problems.push(...work.problems);
+
+  const sp = await statusProblem(dm, name);
+  if (sp) problems.push(sp);
+  problems.push(...model.checkAll(path).map((p) => `after the storm: ${p}`));
+
+  const lin = rig.linear ? await rig.linear(dm, name) : undefined;
+  if (lin) {
+    await dm.load({ name }, [lin]);
+    await dm.suspend({ name });
+    await dm.resume({ name });
+    problems.push(...model.checkAll(path).map((p) => `on linear: ${p}`));
+    await dm.load({ name }, [rig.line()]);
+    await dm.suspend({ name });
+    await dm.resume({ name });
+    problems.push(...model.checkAll(path).map((p) => `back from linear: ${p}`));
+  }
+
+  // Deferred remove while held open: the device stays until the holder closes, then goes.
+  const fd = fs.openSync(path, 'r');
+  await dm.remove({ name }, { deferred: true });
+  const stillThere = (await dm.list()).some((d) => d.name === name);
+  fs.closeSync(fd);
+  if (!stillThere) problems.push('a deferred remove took the device while it was open');
+  if (!(await waitGone(dm, name, 5000))) {
+    problems.push('the device outlived its deferred remove');
+    await dm.remove({ name }, { retry: true }).catch(() => undefined);
+  }
+  problems.push(...rig.checkMetadata(model));
+
+  await dm.create(name, { targets: [rig.line()] });
+  problems.push(...model.checkAll(path).map((p) => `re-created from its metadata: ${p}`));
+  return { problems, ...counts };
+}
+
+async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, s: TortureScale, only?: { seed: number }): Promise<{ suspends: number; reloads: number; known: number }> {
+  const scope = new Scope();
+  const name = `tt-${p.type}`;
+  let suspends = 0;
+  let reloads = 0;
+  let known = 0;
+  let seedCounter = 1000;
+  try {
+    const rig = p.makeRig(scope);
+    const model = new SectorModel(rig.nrSectors, BASE_SEED);
+    await dm.create(name, { targets: [rig.line()] });
+    scope.defer(`remove ${name}`, () => void dm.remove({ name }, { retry: true }).catch(() => undefined));
+    const cases = only ? 1 : s.cases;
+    for (let i = 0; i < cases; i++) {
+      const seed = only?.seed ?? caseSeed(ctx.seed, `torture-${p.type}`, i);
+      let r: CaseResult;
+      try {
+        r = await runCase(dm, name, rig, model, seed, s, () => seedCounter++);
+      } catch (e) {
+        r = { problems: [`case stopped: ${(e as Error).message}`], suspends: 0, reloads: 0 };
+      }
+      suspends += r.suspends;
+      reloads += r.reloads;
+      if (r.problems.length && p.knownUpstream) {
+        known++;
+        ctx.log(`${p.type}: known upstream (${p.knownUpstream}): ${r.problems[0]}`);
+      } else if (r.problems.length) {
+        ctx.fail({ component: 'torture', target: p.type, seed, detail: r.problems.slice(0, 4).join('; '), log: r.problems.join('\n') });
+        break; // the model no longer describes the device
+      }
+      if (!(await dm.list()).some((d) => d.name === name)) break;
+    }
+    await dm.remove({ name }, { retry: true });
+    const leaked = (await dm.list()).filter((d) => d.name.startsWith('tt-') && !d.name.endsWith('-meta'));
+    if (leaked.length) ctx.fail({ component: 'torture', target: p.type, seed: ctx.seed, detail: `devices left behind: ${leaked.map((d) => d.name).join(', ')}` });
+    ctx.log(`${p.type}: ${suspends} suspend cycles, ${reloads} reload races under IO`);
+  } finally {
+    await dm.remove({ name }).catch(() => undefined);
+    scope.close();
+  }
+  return { suspends, reloads, known };
+}
+
+/** Runs the component at a scale; 'debug' is the reduced scale of the debug-kernel stage. */
+export async function runTorture(ctx: LabContext, scaleName: Scale | 'debug', only?: { seed: number }): Promise<Partial<Counters>> {
+  const s = tortureScale(scaleName);
+  const dm = DeviceMapper.open();
+  const perTarget: Record<string, { suspend_cycles: number; reload_races: number }> = {};
+  let suspendCycles = 0;
+  let reloadRaces = 0;
+  let known = 0;
+  try {
+    for (const p of PROFILES) {
+      if (!ctx.wants(p.type) || !(await dm.hasTarget(p.type))) continue;
+      const r = await runProfile(ctx, dm, p, s, only);
+      perTarget[p.type] = { suspend_cycles: r.suspends, reload_races: r.reloads };
+      suspendCycles += r.suspends;
+      reloadRaces += r.reloads;
+      known += r.known;
+    }
+  } finally {
+    dm.close();
+  }
+  return { suspend_cycles: suspendCycles, reload_races: reloadRaces, known_upstream: known, per_target: perTarget };
+}
+
+export const component: Component = {
+  name: 'torture',
+  run: (ctx, only) => runTorture(ctx, ctx.scale, only),
+};

@@ -1,0 +1,193 @@
+/**
+ * The torture component's data plane: O_DIRECT writers and readers (dd child processes, so their IO
+ * really is in flight while the control plane storms) with stamped data, and a model of what every
+ * sector may hold.
+ *
+ * Each writer owns the 64 KiB extents whose index is its number modulo the writer count and writes them
+ * one request at a time, so the seeds a sector sees only grow. A sector is right when it holds the full
+ * stamp of a seed that was written there (or the base seed), no older than the last write acknowledged
+ * when the read began and no newer than the last issued when it ended. At the end of a case every
+ * sector must hold exactly its last acknowledged seed.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { patternBuffer, readDirect, stampSector } from '../../../testing';
+import { sectors } from '../../../units';
+
+const SECTOR = 512;
+const EXTENT = 128; // sectors
+
+export interface IoCounts {
+  writes: number;
+  flushWrites: number;
+  fuaWrites: number;
+  reads: number;
+}
+
+export class SectorModel {
+  readonly acked: Uint32Array;
+  readonly issued: Uint32Array;
+  /** seed -> the extent it was written to. */
+  private readonly extents = new Map<number, { start: number; count: number }>();
+
+  constructor(
+    readonly nrSectors: number,
+    readonly baseSeed: number,
+  ) {
+    this.acked = new Uint32Array(nrSectors).fill(baseSeed);
+    this.issued = new Uint32Array(nrSectors).fill(baseSeed);
+  }
+
+  issue(seed: number, start: number, count: number): void {
+    this.extents.set(seed, { start, count });
+    this.issued.fill(seed, start, start + count);
+  }
+
+  ack(seed: number): void {
+    const e = this.extents.get(seed)!;
+    this.acked.fill(seed, e.start, e.start + e.count);
+  }
+
+  private wroteThere(seed: number, sector: number): boolean {
+    if (seed === this.baseSeed) return true;
+    const e = this.extents.get(seed);
+    return !!e && sector >= e.start && sector < e.start + e.count;
+  }
+
+  /**
+   * Problems in `buf` (sectors from `first`), read while writes went on: `floor` is `acked` of those
+   * sectors when the read began; the ceiling is what was issued by now.
+   */
+  checkRead(first: number, buf: Buffer, floor: Uint32Array | null, limit = 4): string[] {
+    const bad: string[] = [];
+    const want = Buffer.alloc(SECTOR);
+    for (let i = 0; i * SECTOR < buf.length && bad.length < limit; i++) {
+      const sector = first + i;
+      const at = i * SECTOR;
+      const low = floor ? floor[i]! : this.acked[sector]!;
+      const high = floor ? this.issued[sector]! : this.acked[sector]!;
+      const seed = buf.readUInt32LE(at + 4);
+      const okSeed = floor ? seed === low || (seed > low && seed <= high && this.wroteThere(seed, sector)) : seed === low;
+      if (okSeed) {
+        stampSector(want, 0, seed, BigInt(sector));
+        if (want.equals(buf.subarray(at, at + SECTOR))) continue;
+      }
+      const found = buf.readUInt32LE(at) === 0x444d4b54 ? `stamp of seed ${seed} sector ${buf.readBigUInt64LE(at + 8)}` : buf.subarray(at, at + SECTOR).every((b) => b === 0) ? 'zero' : 'garbage';
+      bad.push(`sector ${sector}: want seed ${low}${floor && high !== low ? `..${high}` : ''}, found ${found}`);
+    }
+    return bad;
+  }
+
+  /** The whole device against the last acknowledged seeds (no IO in flight). */
+  checkAll(path: string, limit = 4): string[] {
+    const bad: string[] = [];
+    const step = 2048 * 8; // 8 MiB
+    for (let s = 0; s < this.nrSectors && bad.length < limit; s += step) {
+      const n = Math.min(step, this.nrSectors - s);
+      const buf = readDirect(path, BigInt(s) * 512n, BigInt(n) * 512n);
+      bad.push(...this.checkRead(s, buf, null, limit - bad.length));
+    }
+    return bad;
+  }
+
+  /** The base seed written everywhere (before the target exists). */
+  static fillBase(path: string, nrSectors: number, seed: number): void {
+    const step = 2048;
+    for (let s = 0; s < nrSectors; s += step) {
+      const n = Math.min(step, nrSectors - s);
+      execFileSync('dd', [`of=${path}`, 'bs=64K', `seek=${s / 128}`, 'oflag=direct', 'conv=notrunc', 'status=none'], {
+        input: patternBuffer(seed, sectors(BigInt(s)), n),
+      });
+    }
+  }
+}
+
+function ddWrite(path: string, first: number, data: Buffer, mode: 'direct' | 'flush' | 'fua'): Promise<void> {
+  const flags = mode === 'fua' ? 'direct,dsync' : 'direct';
+  const conv = mode === 'flush' ? 'notrunc,fsync' : 'notrunc';
+  const bs = first % 8 === 0 && data.length % 4096 === 0 ? 4096 : 512;
+  return new Promise((resolve, reject) => {
+    const child = spawn('dd', [`of=${path}`, `bs=${bs}`, `seek=${(first * SECTOR) / bs}`, `oflag=${flags}`, `conv=${conv}`, 'status=none'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd write at sector ${first}: exit ${code}: ${err.trim()}`))));
+    child.stdin.end(data);
+  });
+}
+
+function ddRead(path: string, first: number, count: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('dd', [`if=${path}`, 'bs=4096', `skip=${first / 8}`, `count=${count / 8}`, 'iflag=direct', 'status=none'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const parts: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => parts.push(d));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(parts)) : reject(new Error(`dd read at sector ${first}: exit ${code}: ${err.trim()}`))));
+  });
+}
+
+/**
+ * Writers and readers on `path` until stop(); every problem a reader sees is collected. IO errors are
+ * problems too, unless the case expects them.
+ */
+export class Workload {
+  readonly problems: string[] = [];
+  readonly counts: IoCounts = { writes: 0, flushWrites: 0, fuaWrites: 0, reads: 0 };
+  private running = true;
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(
+    readonly path: string,
+    readonly model: SectorModel,
+    readonly rand: () => number,
+    readonly nextSeed: () => number,
+    opts: { writers: number; readers: number },
+  ) {
+    const extents = Math.floor(model.nrSectors / EXTENT);
+    for (let w = 0; w < opts.writers; w++) this.loops.push(this.writer(w, opts.writers, extents));
+    for (let r = 0; r < opts.readers; r++) this.loops.push(this.reader(extents));
+  }
+
+  private async writer(id: number, of: number, extents: number): Promise<void> {
+    while (this.running && this.problems.length < 8) {
+      const ext = Math.floor(this.rand() * Math.floor(extents / of)) * of + id;
+      const off = Math.floor(this.rand() * 16) * 8;
+      const len = Math.min(EXTENT - off, (1 + Math.floor(this.rand() * 4)) * 8);
+      const first = ext * EXTENT + off;
+      const seed = this.nextSeed();
+      const roll = this.rand();
+      const mode = roll < 0.1 ? 'flush' : roll < 0.2 ? 'fua' : 'direct';
+      this.model.issue(seed, first, len);
+      try {
+        await ddWrite(this.path, first, patternBuffer(seed, sectors(BigInt(first)), len), mode);
+        this.model.ack(seed);
+        this.counts.writes++;
+        if (mode === 'flush') this.counts.flushWrites++;
+        if (mode === 'fua') this.counts.fuaWrites++;
+      } catch (e) {
+        this.problems.push(`writer ${id}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private async reader(extents: number): Promise<void> {
+    while (this.running && this.problems.length < 8) {
+      const ext = Math.floor(this.rand() * extents);
+      const first = ext * EXTENT;
+      const floor = this.model.acked.slice(first, first + EXTENT);
+      try {
+        const buf = await ddRead(this.path, first, EXTENT);
+        this.problems.push(...this.model.checkRead(first, buf, floor).map((p) => `reader: ${p}`));
+        this.counts.reads++;
+      } catch (e) {
+        this.problems.push(`reader: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+  }
+}

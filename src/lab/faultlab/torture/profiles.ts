@@ -1,0 +1,172 @@
+/**
+ * What each target brings to the torture component: its rig, its table lines (the one a case starts
+ * from and the changed ones a reload may swap in), the messages it takes, a check of its metadata once
+ * the device is gone, and whether a table swap to linear and back applies. A new target joins the
+ * component by one more profile here.
+ */
+import { spawnSync } from 'node:child_process';
+import { DeviceMapper, type TargetLine } from '../../../dm';
+import { eraWrittenBlocks, readCloneMetadata, readEraMetadata } from '../../../pdata/reader';
+import { clone } from '../../../targets';
+import { readDirect, ramdisks, Scope, zero, type BlockDevice } from '../../../testing';
+import { createDevice } from '../../../testing/dmsetup';
+import { bytes, sectors, targetBlocks } from '../../../units';
+import { SectorModel } from './model';
+
+const MiB = 1n << 20n;
+export const BASE_SEED = 3;
+
+export interface TortureRig {
+  /** Sectors of the target. */
+  nrSectors: number;
+  /** The table a case starts from. */
+  line(): TargetLine;
+  /** A reload's table: the same devices, arguments changed where the target allows it. */
+  variant(rand: () => number): TargetLine;
+  /** A message to send now (its words), or undefined for none. */
+  message(rand: () => number): string | undefined;
+  /** Problems in the metadata, read with the device removed; `model` has every write of the run. */
+  checkMetadata(model: SectorModel): string[];
+  /** A linear table on the device that holds the data, when a swap to it is allowed now. */
+  linear?(dm: DeviceMapper, name: string): Promise<TargetLine | undefined>;
+}
+
+export interface TortureProfile {
+  type: string;
+  /** For an in-tree target: the upstream source its failures are known from (counted as known_upstream). */
+  knownUpstream?: string;
+  makeRig(scope: Scope): TortureRig;
+}
+
+function checkerProblem(cmd: string, args: string[]): string[] {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return r.status === 0 ? [] : [`${cmd} ${args.join(' ')}: exit ${r.status}: ${`${r.stdout}${r.stderr}`.trim().split('\n').slice(0, 3).join(' | ')}`];
+}
+
+/*----------------------------------------------------------------
+ * era
+ *--------------------------------------------------------------*/
+
+const ERA_ORIGIN_MIB = 32n;
+const ERA_META_MIB = 1n; // small: the space map's cursor wraps, as in the era-postsuspend scenario
+const ERA_BLOCK = 8; // sectors
+
+function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureProfile {
+  return {
+    type,
+    ...(knownUpstream ? { knownUpstream } : {}),
+    makeRig(scope: Scope): TortureRig {
+      const [origin, metaDisk] = ramdisks(scope, 2, bytes(ERA_ORIGIN_MIB * MiB)) as [BlockDevice, BlockDevice];
+      const metaSectors = Number((ERA_META_MIB * MiB) / 512n);
+      const meta = createDevice(scope, 'tt-era-meta', `0 ${metaSectors} linear ${metaDisk.path} 0`).path;
+      zero(meta, bytes(64 * 1024));
+      const nrSectors = Number((ERA_ORIGIN_MIB * MiB) / 512n);
+      SectorModel.fillBase(origin.path, nrSectors, BASE_SEED);
+      const line = (): TargetLine => ({ start: sectors(0), length: sectors(BigInt(nrSectors)), type, params: `${meta} ${origin.path} ${ERA_BLOCK}` });
+      let held = false;
+      return {
+        nrSectors,
+        line,
+        // Era's block size is fixed by its metadata: a reload keeps the arguments.
+        variant: line,
+        message(rand) {
+          const r = rand();
+          if (r < 0.6) return 'checkpoint';
+          held = !held;
+          return held ? 'take_metadata_snap' : 'drop_metadata_snap';
+        },
+        checkMetadata(model) {
+          held = false;
+          const problems = checkerProblem('era_check', [meta]);
+          if (problems.length) return problems;
+          try {
+            const md = readEraMetadata(readDirect(meta, 0n, ERA_META_MIB * MiB, 64n * 1024n));
+            const tracked = eraWrittenBlocks(md);
+            const missing: number[] = [];
+            for (let b = 0; b < md.nrBlocks && missing.length < 8; b++) {
+              const first = b * ERA_BLOCK;
+              let written = false;
+              for (let s = first; s < first + ERA_BLOCK; s++) if (model.acked[s] !== BASE_SEED) written = true;
+              if (written && !tracked.has(b)) missing.push(b);
+            }
+            return missing.length ? [`era metadata misses written blocks ${missing.join(',')}`] : [];
+          } catch (e) {
+            return [`era metadata does not pass the validating reader: ${(e as Error).message}`];
+          }
+        },
+      };
+    },
+  };
+}
+
+/*----------------------------------------------------------------
+ * clone
+ *--------------------------------------------------------------*/
+
+const CLONE_MIB = 16n;
+const CLONE_REGION = 128n; // sectors
+
+function cloneProfile(type: 'clone' | 'dmkit-clone', knownUpstream?: string): TortureProfile {
+  return {
+    type,
+    ...(knownUpstream ? { knownUpstream } : {}),
+    makeRig(scope: Scope): TortureRig {
+      const [meta, dest, src] = ramdisks(scope, 3, bytes(CLONE_MIB * MiB)) as [BlockDevice, BlockDevice, BlockDevice];
+      zero(meta.path, bytes(4096));
+      const nrSectors = Number((CLONE_MIB * MiB) / 512n);
+      SectorModel.fillBase(src.path, nrSectors, BASE_SEED);
+      SectorModel.fillBase(dest.path, nrSectors, 0x7fff0000); // never a right answer
+      const make = (o: { noHydration?: boolean; threshold?: number; batch?: number }): TargetLine =>
+        clone.line(
+          {
+            metadataDevice: meta.path,
+            destinationDevice: dest.path,
+            sourceDevice: src.path,
+            regionSize: sectors(CLONE_REGION),
+            noHydration: o.noHydration ?? false,
+            hydrationThreshold: o.threshold === undefined ? null : targetBlocks(o.threshold),
+            hydrationBatchSize: o.batch === undefined ? null : targetBlocks(o.batch),
+          },
+          { start: sectors(0), length: sectors(BigInt(nrSectors)), type },
+        );
+      return {
+        nrSectors,
+        line: () => make({ threshold: 2 }),
+        variant(rand) {
+          const r = rand();
+          if (r < 0.3) return make({ noHydration: true });
+          return make({ threshold: 1 + Math.floor(rand() * 8), batch: 1 + Math.floor(rand() * 4) });
+        },
+        message(rand) {
+          const r = rand();
+          if (r < 0.25) return 'disable_hydration';
+          if (r < 0.5) return 'enable_hydration';
+          if (r < 0.75) return `hydration_threshold ${1 + Math.floor(rand() * 8)}`;
+          return `hydration_batch_size ${1 + Math.floor(rand() * 4)}`;
+        },
+        checkMetadata() {
+          try {
+            const md = readCloneMetadata(readDirect(meta.path, 0n, 4n * MiB, MiB));
+            if (md.nrRegions !== nrSectors / Number(CLONE_REGION)) return [`clone metadata has ${md.nrRegions} regions`];
+            return [];
+          } catch (e) {
+            return [`clone metadata does not pass the validating reader: ${(e as Error).message}`];
+          }
+        },
+        async linear(dm, name) {
+          const [st] = await dm.status({ name }, { noflush: true });
+          const info = clone.parseStatus(st!.status);
+          if ('fail' in info || 'error' in info || info.hydrated !== info.totalRegions) return undefined;
+          return { start: sectors(0), length: sectors(BigInt(nrSectors)), type: 'linear', params: `${dest.path} 0` };
+        },
+      };
+    },
+  };
+}
+
+export const PROFILES: readonly TortureProfile[] = [
+  eraProfile('dmkit-era'),
+  cloneProfile('dmkit-clone'),
+  eraProfile('era', 'drivers/md/dm-era-target.c: no fail mode after a metadata error, metadata read at table load'),
+  cloneProfile('clone', 'drivers/md/dm-clone-target.c: clone_ctr reads the metadata at table load (dm_clone_metadata_open)'),
+];
