@@ -47,7 +47,7 @@ function checkerProblem(cmd: string, args: string[]): string[] {
  * era
  *--------------------------------------------------------------*/
 
-const ERA_ORIGIN_MIB = 32n;
+const ERA_ORIGIN_MIB = 16n;
 const ERA_META_MIB = 1n; // small: the space map's cursor wraps, as in the era-postsuspend scenario
 const ERA_BLOCK = 8; // sectors
 
@@ -103,7 +103,7 @@ function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureP
  * clone
  *--------------------------------------------------------------*/
 
-const CLONE_MIB = 16n;
+const CLONE_MIB = 8n;
 const CLONE_REGION = 128n; // sectors
 
 function cloneProfile(type: 'clone' | 'dmkit-clone', knownUpstream?: string): TortureProfile {
