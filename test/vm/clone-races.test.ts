@@ -48,6 +48,8 @@ describe('clone races with the control plane', () => {
 
   test('clone-reload: a reload mid-hydration with a writer running keeps every write', async (t) => {
     if (skip) return t.skip(skip);
+    // The lab's reload component runs it on the Debian kernel too; the KASAN kernel gets the cheaper ones.
+    if (debugKernel) return t.skip('covered by the stale-table case on this kernel');
     assert.deepEqual(await reloadMidHydration(dm, type!, 77, { inTree }), []);
   });
 

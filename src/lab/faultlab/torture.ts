@@ -32,7 +32,7 @@ export interface TortureScale {
  */
 export function tortureScale(scale: Scale | 'debug', inTree = false): TortureScale {
   if (scale === 'release') return { cases: 40, suspendsPerCase: 250, reloadsPerCase: 25 };
-  if (scale === 'debug') return { cases: 1, suspendsPerCase: 20, reloadsPerCase: 5 };
+  if (scale === 'debug') return { cases: 1, suspendsPerCase: 12, reloadsPerCase: 4 };
   return inTree ? { cases: 1, suspendsPerCase: 50, reloadsPerCase: 13 } : { cases: 2, suspendsPerCase: 100, reloadsPerCase: 25 };
 }
 
