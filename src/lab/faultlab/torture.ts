@@ -27,13 +27,13 @@ export interface TortureScale {
 }
 
 /**
- * CI: 2 x 100 = 200 suspend cycles and 2 x 25 = 50 reload races per dmkit target, a quarter of that for the
+ * CI: 2 x 100 = 200 suspend cycles and 2 x 25 = 50 reload races per dmkit target, an eighth of that for the
  * in-tree ones (their failures only count as known_upstream); release: 40 x 250 = 10,000 and 40 x 25 = 1,000.
  */
 export function tortureScale(scale: Scale | 'debug', inTree = false): TortureScale {
   if (scale === 'release') return { cases: 40, suspendsPerCase: 250, reloadsPerCase: 25 };
   if (scale === 'debug') return { cases: 1, suspendsPerCase: 12, reloadsPerCase: 4 };
-  return inTree ? { cases: 1, suspendsPerCase: 50, reloadsPerCase: 13 } : { cases: 2, suspendsPerCase: 100, reloadsPerCase: 25 };
+  return inTree ? { cases: 1, suspendsPerCase: 25, reloadsPerCase: 6 } : { cases: 2, suspendsPerCase: 100, reloadsPerCase: 25 };
 }
 
 type Op = 'suspend' | 'suspend-noflush' | 'suspend-nolockfs' | 'preload-swap' | 'preload-clear' | 'reload-changed' | 'message' | 'remove-open';
@@ -104,7 +104,8 @@ async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureR
           reloads++;
           break;
         case 'message': {
-          const m = rig.message(rand);
+          const [st] = await dm.status({ name }, { noflush: true });
+          const m = rig.message(rand, st?.status ?? '');
           if (m) await dm.message({ name }, undefined, m);
           break;
         }

@@ -23,8 +23,8 @@ export interface TortureRig {
   line(): TargetLine;
   /** A reload's table: the same devices, arguments changed where the target allows it. */
   variant(rand: () => number): TargetLine;
-  /** A message to send now (its words), or undefined for none. */
-  message(rand: () => number): string | undefined;
+  /** A message to send now (its words), given the device's status line, or undefined for none. */
+  message(rand: () => number, status: string): string | undefined;
   /** Problems in the metadata, read with the device removed; `model` has every write of the run. */
   checkMetadata(model: SectorModel): string[];
   /** A linear table on the device that holds the data, when a swap to it is allowed now. */
@@ -63,20 +63,18 @@ function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureP
       const nrSectors = Number((ERA_ORIGIN_MIB * MiB) / 512n);
       SectorModel.fillBase(origin.path, nrSectors, BASE_SEED);
       const line = (): TargetLine => ({ start: sectors(0), length: sectors(BigInt(nrSectors)), type, params: `${meta} ${origin.path} ${ERA_BLOCK}` });
-      let held = false;
       return {
         nrSectors,
         line,
         // Era's block size is fixed by its metadata: a reload keeps the arguments.
         variant: line,
-        message(rand) {
-          const r = rand();
-          if (r < 0.6) return 'checkpoint';
-          held = !held;
-          return held ? 'take_metadata_snap' : 'drop_metadata_snap';
+        message(rand, status) {
+          if (rand() < 0.6) return 'checkpoint';
+          // Status: <md block size> <used>/<total> <era> <held root|->; a second take or a drop of none is EINVAL.
+          const held = status.trim().split(/\s+/)[3] !== '-';
+          return held ? 'drop_metadata_snap' : 'take_metadata_snap';
         },
         checkMetadata(model) {
-          held = false;
           const problems = checkerProblem('era_check', [meta]);
           if (problems.length) return problems;
           try {
