@@ -48,7 +48,7 @@ interface Sizing {
 }
 
 const SIZING: Record<'ci' | 'release', Sizing> = {
-  ci: { eraRounds: 2, eraPerRound: 6, cloneRounds: 2, clonePartials: 3 },
+  ci: { eraRounds: 1, eraPerRound: 6, cloneRounds: 2, clonePartials: 3 }, // one era round: CI's 60-minute budget
   release: { eraRounds: 8, eraPerRound: 12, cloneRounds: 8, clonePartials: 5 },
 };
 
