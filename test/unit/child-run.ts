@@ -18,9 +18,18 @@ export function addonPath(): string {
   return process.env.DMKIT_ADDON_OVERRIDE || findAddon(__dirname);
 }
 
-export function runChild(script: string, opts: { timeoutMs?: number; input?: string; args?: string[] } = {}): ChildResult {
+export interface ChildOptions {
+  timeoutMs?: number;
+  input?: string;
+  args?: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+export function runChild(script: string, opts: ChildOptions = {}): ChildResult {
   const r = spawnSync(process.execPath, ['--expose-gc', ...(opts.args ?? []), '-e', script], {
-    env: { ...process.env, DMKIT_ADDON: addonPath() },
+    env: { ...process.env, ...opts.env, DMKIT_ADDON: addonPath() },
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
     input: opts.input ?? '',
     timeout: opts.timeoutMs ?? 20_000,
     killSignal: 'SIGKILL',
