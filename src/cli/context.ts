@@ -1,6 +1,6 @@
 /** What a running command can use: output, input, and the control device opened on first use. */
 import type { DevId, DeviceMapper } from '../dm';
-import { isSystemError } from '../dm';
+import { isSystemError, validateName, validateUuid } from '../dm';
 import { CliError, ExitCode, usageError } from './errors';
 import { renderJson } from './output';
 import type { Runtime } from './runtime';
@@ -71,13 +71,20 @@ export class CommandContext {
   }
 
   private openFailure(e: unknown): unknown {
+    const code = (e as { code?: unknown } | null)?.code;
+    if (code === 'ERR_DM_NO_CONTROL' || code === 'ENOENT' || code === 'ENODEV' || code === 'ENXIO') {
+      return new CliError(
+        'no device-mapper: /dev/mapper/control cannot be opened or made (is the dm_mod module loaded? try: modprobe dm_mod)',
+        'ERR_DM_NO_CONTROL',
+        ExitCode.NO_DM,
+      );
+    }
     if (!isSystemError(e)) {
       const why = e instanceof Error ? e.message : String(e);
       return new CliError(`cannot open the device-mapper control device: ${why}`, 'ERR_DM_OPEN', ExitCode.FAILED);
     }
     if (e.code === 'EACCES' || e.code === 'EPERM') return this.notRoot();
-    const hint = e.code === 'ENOENT' || e.code === 'ENODEV' ? ' (is the dm_mod module loaded?)' : '';
-    return new CliError(`cannot open /dev/mapper/control: ${e.message}${hint}`, e.code, ExitCode.FAILED);
+    return new CliError(`cannot open /dev/mapper/control: ${e.message}`, e.code, ExitCode.FAILED);
   }
 }
 
@@ -86,8 +93,14 @@ export function deviceId(name: string | undefined, uuid: string | undefined): De
   if (name !== undefined && uuid !== undefined) {
     throw usageError(`give the device as NAME or as -u UUID, not both`);
   }
-  if (name !== undefined) return { name };
-  if (uuid !== undefined) return { uuid };
+  if (name !== undefined) {
+    validateName(name);
+    return { name };
+  }
+  if (uuid !== undefined) {
+    validateUuid(uuid);
+    return { uuid };
+  }
   throw usageError(`which device? give NAME or -u UUID`);
 }
 

@@ -43,7 +43,7 @@ describe('exit codes', () => {
     assert.equal(exitCodeFor(new DmArgumentError('ERR_DM_INVALID_NAME', 'x')), ExitCode.USAGE);
     assert.equal(exitCodeFor(new RangeError('x')), ExitCode.USAGE);
     assert.equal(exitCodeFor(new TypeError('bug')), ExitCode.FAILED);
-    assert.deepEqual(Object.values(ExitCode), [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(Object.values(ExitCode), [0, 1, 2, 3, 4, 5, 6]);
   });
 });
 
@@ -120,7 +120,9 @@ describe('not root', () => {
     assert.equal(r.code, ExitCode.NOT_PERMITTED);
     assert.equal(r.err, "dmkit: device-mapper needs root; try sudo dmkit status 'my vol' --json\n");
     assert.equal(r.opened, 0);
-    assert.equal(r.out, '');
+    assert.deepEqual(JSON.parse(r.out), {
+      error: { code: 'ERR_NOT_ROOT', errno: null, message: "status: device-mapper needs root; try sudo dmkit status 'my vol' --json" },
+    });
   });
 
   test('EACCES opening control (root without CAP_SYS_ADMIN) gets the same message', async () => {
@@ -136,7 +138,7 @@ describe('not root', () => {
       errno: 2,
     });
     const r = await run(['targets'], { openError });
-    assert.equal(r.code, ExitCode.FAILED);
+    assert.equal(r.code, ExitCode.NO_DM);
     assert.match(r.err, /dm_mod module loaded/);
   });
 
@@ -493,7 +495,7 @@ describe('queries: --json', () => {
   test('unknown target type in target-version is a kernel error, exit 1', async () => {
     const r = await run(['target-version', 'nope', '--json']);
     assert.equal(r.code, ExitCode.FAILED);
-    assert.equal(r.out, '');
+    assert.equal(JSON.parse(r.out).error.code, 'EINVAL');
     assert.match(r.err, /\(EINVAL\)/);
   });
 });
