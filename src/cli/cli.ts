@@ -5,7 +5,8 @@
  */
 import yargs, { type Argv } from 'yargs';
 import type { Action, CommandGroup, Schedule } from './commands';
-import { CommandContext, NOT_ROOT } from './context';
+import { CommandContext, NOT_ROOT, type GlobalOptions } from './context';
+import { compatCommands } from './compat-commands';
 import { deviceCommands } from './device-commands';
 import { checkTargetType, validateName, validateUuid } from '../dm';
 import { errorCode, errorJson, EXIT_CODE_HELP, exitCodeFor, formatError, isExpectedError, usageError, ExitCode } from './errors';
@@ -18,11 +19,11 @@ other numbers are numbers; uuid is null when unset. One device gives its object,
 give {"devices": [...]}. status/table lines carry "parsed" (null for a type without a parser)
 and, when parsing failed, "parseError" beside the raw text.`;
 
-const GROUPS: readonly CommandGroup[] = [deviceCommands, queryCommands, targetCommands];
+const GROUPS: readonly CommandGroup[] = [deviceCommands, queryCommands, compatCommands, targetCommands];
 
 /** The parser alone (no side effects): `schedule` receives the chosen command's body. */
 export function buildParser(schedule: Schedule): Argv {
-  let y = yargs()
+  let y: Argv = yargs()
     .scriptName('dmkit')
     .usage('$0 <command> [options]\n\nA dmsetup replacement for device-mapper targets, with --json.\nDevices are named by NAME or -u UUID; tables are dmsetup text, "start length type params", in 512-byte sectors.')
     .parserConfiguration({
@@ -37,6 +38,15 @@ export function buildParser(schedule: Schedule): Argv {
     .help()
     .alias('h', 'help')
     .version(dmkitVersion())
+    // dmsetup's global options: accepted before or after any verb.
+    .option('noudevsync', { type: 'boolean', default: false, describe: 'do not synchronise with udev (dmkit makes /dev/mapper nodes)' })
+    .option('noudevrules', { type: 'boolean', default: false, describe: 'tell the udev rules to leave the device alone' })
+    .option('udevcookie', { type: 'string', requiresArg: true, describe: 'use this udev cookie (as given, no sync of our own)' })
+    .option('verbose', { alias: 'v', type: 'count', describe: 'say more on stderr' })
+    .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (dmkit asks none)' })
+    .option('major', { alias: 'j', type: 'string', requiresArg: true, describe: 'the device by major number (with -m)' })
+    .option('minor', { alias: 'm', type: 'string', requiresArg: true, describe: 'the device by minor number (with -j); create: ask for it' })
+    .option('readahead', { type: 'string', requiresArg: true, describe: 'create/resume: read-ahead in sectors, +N (at least N), auto or none' })
     .wrap(100)
     .exitProcess(false)
     .fail((msg, err) => {
@@ -54,7 +64,8 @@ export function buildParser(schedule: Schedule): Argv {
  * UUID FILE` takes its file in the NAME position, so a name there is checked by the command itself.
  */
 function preflight(argv: Record<string, unknown>): void {
-  const loadByUuid = argv.uuid !== undefined && ['load', 'reload'].includes(String((argv._ as unknown[])[0]));
+  const loadByUuid =
+    (argv.uuid !== undefined && ['load', 'reload'].includes(String((argv._ as unknown[])[0]))) || argv.concise === true;
   for (const key of ['name', 'new']) {
     const v = argv[key];
     if (typeof v === 'string' && !(key === 'name' && loadByUuid)) validateName(v);
@@ -63,8 +74,30 @@ function preflight(argv: Record<string, unknown>): void {
     const v = argv[key];
     if (typeof v === 'string') validateUuid(v);
   }
+  for (const v of Array.isArray(argv.names) ? argv.names : []) validateName(String(v));
   const types = argv.types;
   if (Array.isArray(types)) for (const t of types) checkTargetType(String(t), 'target-version');
+}
+
+function integerOption(text: unknown, what: string, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const s = String(text);
+  const n = /^0x[0-9a-f]+$/i.test(s) ? parseInt(s, 16) : /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isInteger(n) || n > max) throw usageError(`${what} must be a whole number 0..${max}, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+function globalsOf(argv: Record<string, unknown>, env: Readonly<Record<string, string | undefined>>): GlobalOptions {
+  const major = integerOption(argv.major, '--major', 0xfff);
+  const minor = integerOption(argv.minor, '--minor', 0xfffff);
+  return {
+    noudevsync: argv.noudevsync === true,
+    noudevrules: argv.noudevrules === true,
+    udevcookie: integerOption(argv.udevcookie ?? env.DM_UDEV_COOKIE, '--udevcookie', 0xffffffff),
+    verbose: typeof argv.verbose === 'number' ? argv.verbose : 0,
+    major,
+    minor,
+  };
 }
 
 /** The first word that is not an option: the command named in error messages. */
@@ -105,10 +138,13 @@ export async function runCli(args: readonly string[], runtime: Runtime): Promise
   }
   if (helpText) runtime.stdout(`${helpText}\n`);
   if (!chosen) return ExitCode.OK;
-  const ctx = new CommandContext(runtime, args);
+  let ctx = new CommandContext(runtime, args);
   try {
     // Names, uuids and target types are checked before the control node is opened or root is checked.
-    if (parsed) preflight(parsed);
+    if (parsed) {
+      preflight(parsed);
+      ctx = new CommandContext(runtime, args, globalsOf(parsed, runtime.env));
+    }
     await chosen.action(ctx);
     return ExitCode.OK;
   } catch (e) {

@@ -166,6 +166,11 @@ export interface UdevOptions {
   readonly udevCookie?: number;
   readonly udevFlags?: number;
 }
+/** dmsetup resume --noflush/--nolockfs: how the kernel suspends internally when it swaps in a loaded table. */
+export interface ResumeOptions extends UdevOptions {
+  readonly noflush?: boolean;
+  readonly nolockfs?: boolean;
+}
 export interface RemoveOptions extends UdevOptions {
   readonly deferred?: boolean;
   /** Retry EBUSY: true for 25 x 200 ms, like dmsetup --retry. */
@@ -493,11 +498,12 @@ export class DeviceMapper {
   }
 
   /** Resumes (DEV_SUSPEND without SUSPEND): udev-synced, and makes /dev/mapper/NAME when dmkit owns nodes. */
-  async resume(id: DevId, opts: UdevOptions = {}): Promise<DeviceInfo> {
+  async resume(id: DevId, opts: ResumeOptions = {}): Promise<DeviceInfo> {
     const fields = idFields(id);
-    opts = checkUdevOptions(opts, 'resume');
+    opts = checkUdevOptions(flagOptions(opts, 'resume', ['noflush', 'nolockfs']), 'resume');
+    const flags = flagIf(opts.noflush, DmFlag.NOFLUSH) | flagIf(opts.nolockfs, DmFlag.SKIP_LOCKFS);
     const info = await this.udevSynced('resume', opts, (eventNr) =>
-      this.run(DmCommand.DEV_SUSPEND, { ...fields, eventNr }, (r) => infoFromHeader(r.header)),
+      this.run(DmCommand.DEV_SUSPEND, { ...fields, flags, eventNr }, (r) => infoFromHeader(r.header)),
     );
     this.updateNodes(`resume ${info.name}`, (nodes) => void nodes.ensure(info.name, info.dev));
     return info;
