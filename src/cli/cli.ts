@@ -120,8 +120,28 @@ function report(runtime: Runtime, verb: string, e: unknown, args: readonly strin
   return exitCodeFor(e);
 }
 
+/** Options whose value may start with '-' (`-O -name` sorts descending), as getopt lets dmsetup take them. */
+const DASH_VALUE_OPTIONS = new Set(['-O', '--sort', '-S', '--select', '-o', '--separator']);
+
+/** `-O -name` becomes `-O=-name`, which yargs reads as a value rather than as an option. */
+function joinDashValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    if (DASH_VALUE_OPTIONS.has(a) && next !== undefined && next.startsWith('-') && next !== '--') {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 /** Runs one command line to completion; resolves with the exit status. */
-export async function runCli(args: readonly string[], runtime: Runtime): Promise<ExitCode> {
+export async function runCli(givenArgs: readonly string[], runtime: Runtime): Promise<ExitCode> {
+  const args = joinDashValues(givenArgs);
   let chosen: { verb: string; action: Action } | undefined;
   let helpText = '';
   let parsed: Record<string, unknown> | undefined;
