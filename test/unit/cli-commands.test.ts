@@ -228,7 +228,7 @@ describe('lifecycle verbs', () => {
       calls(dm, 'suspend', 'resume', 'clear').map((c) => [c.method, ...c.args]),
       [
         ['suspend', { name: 'vol' }, { noflush: true, nolockfs: true }],
-        ['resume', { uuid: 'U1' }],
+        ['resume', { uuid: 'U1' }, { noflush: false, nolockfs: false }],
         ['clear', { name: 'vol' }],
       ],
     );
