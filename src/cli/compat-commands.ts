@@ -74,7 +74,7 @@ export const compatCommands: CommandGroup = (y, schedule) =>
         schedule('udevcomplete_all', async (ctx) => {
           const prefix = '3405 (0xd4d)';
           if (!a.yes) {
-            ctx.print(`WARNING: This operation will destroy all semaphores with keys that have a prefix ${prefix}.`);
+            ctx.runtime.stderr(`WARNING: This operation will destroy all semaphores with keys that have a prefix ${prefix}.\n`);
             ctx.write('Do you really want to continue? [y/n]: ');
             const answer = (await ctx.runtime.readStdin()) ?? '';
             if (!/^\s*y/i.test(answer)) {

@@ -152,7 +152,11 @@ interface TreeDevice {
   readonly deps: readonly DevNum[];
 }
 
-/** dmsetup ls --tree: each device not used by another at the top, what it uses below it. */
+/**
+ * dmsetup ls --tree: each device not used by another at the top, what it uses below it. A used dm device
+ * shows as `└─NAME (maj:min)` (no space after the branch) with its own children indented by three more
+ * columns; other devices as `└─ (maj:min)`.
+ */
 export function lsTree(devices: readonly TreeDevice[], ascii: boolean): string[] {
   const byDev = new Map(devices.map((d) => [`${d.dev.major}:${d.dev.minor}`, d]));
   const used = new Set(devices.flatMap((d) => d.deps.map((x) => `${x.major}:${x.minor}`)));
@@ -162,15 +166,14 @@ export function lsTree(devices: readonly TreeDevice[], ascii: boolean): string[]
     d.deps.forEach((x, i) => {
       const isLast = i === d.deps.length - 1;
       const child = byDev.get(`${x.major}:${x.minor}`);
-      const label = child ? `${child.name} (${x.major}:${x.minor})` : `(${x.major}:${x.minor})`;
-      lines.push(`${prefix} ${isLast ? last : branch} ${label}`);
-      if (child) walk(child, `${prefix} ${isLast ? ' ' : pipe}  `);
+      lines.push(`${prefix}${isLast ? last : branch}${child ? child.name : ''} (${x.major}:${x.minor})`);
+      if (child) walk(child, `${prefix}${isLast ? '   ' : `${pipe}  `}`);
     });
   };
   for (const d of devices) {
     if (used.has(`${d.dev.major}:${d.dev.minor}`)) continue;
     lines.push(`${d.name} (${d.dev.major}:${d.dev.minor})`);
-    walk(d, '');
+    walk(d, ' ');
   }
   return lines;
 }

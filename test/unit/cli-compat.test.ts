@@ -101,7 +101,8 @@ describe('ls --tree', () => {
       { name: 'pb', dev: { major: 254, minor: 1 }, deps: [{ major: 1, minor: 1 }, { major: 1, minor: 2 }] },
       { name: 'pc', dev: { major: 254, minor: 2 }, deps: [{ major: 254, minor: 0 }] },
     ];
-    assert.deepEqual(lsTree(devs, true), ['pb (254:1)', ' |- (1:1)', ' `- (1:2)', 'pc (254:2)', ' `- pa (254:0)', '     `- (1:0)']);
+    // The nesting as dmsetup 1.02.185 prints it (test/vm/cli-parity.test.ts compares it live).
+    assert.deepEqual(lsTree(devs, true), ['pb (254:1)', ' |- (1:1)', ' `- (1:2)', 'pc (254:2)', ' `-pa (254:0)', '    `- (1:0)']);
     assert.equal(lsTree(devs, false)[2], ' └─ (1:2)');
   });
 });
