@@ -1,4 +1,8 @@
 {
+  "variables": {
+    # 1 for the ASan+UBSan build (node scripts/build-native.js --sanitize, into build/sanitize/).
+    "dmkit_sanitize%": 0
+  },
   "targets": [
     {
       "target_name": "dmkit",
@@ -9,8 +13,14 @@
         "native/sys.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
-      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror=return-type"]
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror=return-type"],
+      "conditions": [
+        ["dmkit_sanitize==1", {
+          "cflags_cc": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g", "-O1"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }]
+      ]
     }
   ]
 }

@@ -192,34 +192,37 @@ bool GetCommand(const Napi::CallbackInfo& info, unsigned* nr) {
   return true;
 }
 
-bool CheckHeader(Napi::Env env, const Napi::Buffer<uint8_t>& buffer, uint32_t* flags) {
-  if (buffer.Length() < kHeaderSize) {
+bool CheckHeader(Napi::Env env, const uint8_t* data, size_t length, uint32_t* flags) {
+  if (length < kHeaderSize) {
     ThrowRange(env, "buffer must hold at least " + std::to_string(kHeaderSize) + " bytes (struct dm_ioctl)");
     return false;
   }
   uint32_t data_size = 0;
-  memcpy(&data_size, buffer.Data() + offsetof(struct dm_ioctl, data_size), sizeof(data_size));
-  if (data_size < kHeaderSize || data_size > buffer.Length()) {
+  memcpy(&data_size, data + offsetof(struct dm_ioctl, data_size), sizeof(data_size));
+  if (data_size < kHeaderSize || data_size > length) {
     ThrowRange(env, "header data_size " + std::to_string(data_size) + " must be within " +
-                        std::to_string(kHeaderSize) + ".." + std::to_string(buffer.Length()));
+                        std::to_string(kHeaderSize) + ".." + std::to_string(length));
     return false;
   }
-  memcpy(flags, buffer.Data() + offsetof(struct dm_ioctl, flags), sizeof(*flags));
+  memcpy(flags, data + offsetof(struct dm_ioctl, flags), sizeof(*flags));
   return true;
 }
 
-// dmIoctl(fd, nr, buffer) -> Promise<Buffer>; argument errors throw synchronously.
+// dmIoctl(fd, nr, buffer) -> Promise<Buffer>; argument errors throw synchronously. The worker copies
+// the bytes here, on the JS thread, so the caller may reuse or detach the buffer at once.
 Napi::Value Ioctl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = -1;
   unsigned nr = 0;
   if (!GetFd(info, &fd) || !GetCommand(info, &nr)) return env.Undefined();
-  if (info.Length() < 3 || !info[2].IsBuffer()) return ThrowType(env, "buffer must be a Buffer");
-  Napi::Buffer<uint8_t> buffer = info[2].As<Napi::Buffer<uint8_t>>();
+  const uint8_t* data = nullptr;
+  size_t length = 0;
+  if (info.Length() < 3) return ThrowType(env, "buffer must be a Buffer");
+  if (!GetBytes(env, info[2], "buffer", &data, &length)) return env.Undefined();
   uint32_t flags = 0;
-  if (!CheckHeader(env, buffer, &flags)) return env.Undefined();
+  if (!CheckHeader(env, data, length, &flags)) return env.Undefined();
   bool secure = (flags & DM_SECURE_DATA_FLAG) != 0;
-  auto* worker = new IoctlWorker(env, fd, nr, buffer.Data(), buffer.Length(), secure);
+  auto* worker = new IoctlWorker(env, fd, nr, data, length, secure);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

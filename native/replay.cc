@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "napi_util.h"
@@ -199,12 +200,14 @@ std::string ParseLog(const uint8_t* log, size_t len, uint32_t* sector_size, std:
 // logIndex(log: Buffer) -> { sectorSize, table: Float64Array, marks: {index, text}[] }.
 Napi::Value LogIndex(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsBuffer()) return ThrowType(env, "log must be a Buffer");
-  Napi::Buffer<uint8_t> log = info[0].As<Napi::Buffer<uint8_t>>();
+  const uint8_t* log = nullptr;
+  size_t log_length = 0;
+  if (info.Length() < 1) return ThrowType(env, "log must be a Buffer");
+  if (!GetBytes(env, info[0], "log", &log, &log_length)) return env.Undefined();
   uint32_t sector_size = 0;
   std::vector<double> table;
   std::vector<MarkText> marks;
-  std::string problem = ParseLog(log.Data(), log.Length(), &sector_size, &table, &marks);
+  std::string problem = ParseLog(log, log_length, &sector_size, &table, &marks);
   if (!problem.empty()) {
     MakeInvalid(env, "corrupt dm-log-writes log: " + problem).ThrowAsJavaScriptException();
     return env.Undefined();
@@ -262,24 +265,38 @@ struct Torn {
   uint64_t sector = 0;
 };
 
+// Memory the worker owns outright (malloc'd, so a failed allocation is an error, not an abort).
+struct OwnedBytes {
+  uint8_t* data = nullptr;
+  size_t length = 0;
+  OwnedBytes() = default;
+  OwnedBytes(const OwnedBytes&) = delete;
+  OwnedBytes& operator=(const OwnedBytes&) = delete;
+  OwnedBytes(OwnedBytes&& o) noexcept : data(o.data), length(o.length) { o.data = nullptr, o.length = 0; }
+  ~OwnedBytes() { free(data); }
+  bool Allocate(size_t n) {
+    data = static_cast<uint8_t*>(malloc(n == 0 ? 1 : n));
+    length = n;
+    return data != nullptr;
+  }
+};
+
+// Builds the image on a pool thread from copies made on the JS thread: JS may detach, transfer or
+// rewrite the caller's buffers the moment replayImage returns (or from a getter while the options are
+// read), so the worker never points into JS memory.
 class ReplayWorker : public Napi::AsyncWorker {
  public:
-  ReplayWorker(Napi::Env env, Napi::Buffer<uint8_t> log, Napi::Value base, size_t length, std::vector<Op> ops,
+  ReplayWorker(Napi::Env env, OwnedBytes data, OwnedBytes base, bool has_base, size_t length, std::vector<Op> ops,
                std::string out, bool digest_only)
       : Napi::AsyncWorker(env, "dmkit:replay-image"),
         deferred_(Napi::Promise::Deferred::New(env)),
-        log_ref_(Napi::Persistent(log.As<Napi::Object>())),
-        log_(log.Data()),
+        data_(std::move(data)),
+        base_(std::move(base)),
+        has_base_(has_base),
         length_(length),
         ops_(std::move(ops)),
         out_(std::move(out)),
-        digest_only_(digest_only) {
-    if (base.IsBuffer()) {
-      Napi::Buffer<uint8_t> b = base.As<Napi::Buffer<uint8_t>>();
-      base_ref_ = Napi::Persistent(b.As<Napi::Object>());
-      base_ = b.Data();
-    }
-  }
+        digest_only_(digest_only) {}
 
   ~ReplayWorker() override {
     if (owned_.data != nullptr) free(owned_.data);
@@ -293,8 +310,8 @@ class ReplayWorker : public Napi::AsyncWorker {
       error_ = {ENOMEM, "posix_memalign", ""};
       return;
     }
-    if (base_ != nullptr) {
-      memcpy(image, base_, length_);
+    if (has_base_) {
+      memcpy(image, base_.data, length_);
     } else {
       memset(image, 0, length_);
     }
@@ -302,7 +319,7 @@ class ReplayWorker : public Napi::AsyncWorker {
       if (op.zero) {
         memset(image + op.dst, 0, op.length);
       } else {
-        memcpy(image + op.dst, log_ + op.src, op.length);
+        memcpy(image + op.dst, data_.data + op.src, op.length);
       }
     }
     digest_ = Xxh64(image, length_);
@@ -348,14 +365,21 @@ class ReplayWorker : public Napi::AsyncWorker {
   }
 
   void WriteOut(const uint8_t* image) {
-    int fd = open(out_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    // O_NONBLOCK: opening a FIFO (or a tty, a socket) must not wait for a peer. Only regular files
+    // and block devices are written; anything else fails with EINVAL before a byte is written.
+    int fd = open(out_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
     if (fd < 0) {
       error_ = {errno, "open", out_};
       return;
     }
     struct stat st;
+    int fl = 0;
     if (fstat(fd, &st) != 0) {
       error_ = {errno, "fstat", out_};
+    } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+      error_ = {EINVAL, "open", out_};
+    } else if ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+      error_ = {errno, "fcntl", out_};
     } else if (S_ISBLK(st.st_mode)) {
       WriteBlockDevice(fd, image);
     } else {
@@ -416,11 +440,9 @@ class ReplayWorker : public Napi::AsyncWorker {
   }
 
   Napi::Promise::Deferred deferred_;
-  // The references keep the JS buffers (and so log_ and base_) alive until the worker is deleted.
-  Napi::ObjectReference log_ref_;
-  Napi::ObjectReference base_ref_;
-  const uint8_t* log_;
-  const uint8_t* base_ = nullptr;
+  OwnedBytes data_;  // the log data the ops copy, gathered (op.src indexes this, not the log)
+  OwnedBytes base_;
+  bool has_base_;
   size_t length_;
   std::vector<Op> ops_;
   std::string out_;
@@ -430,12 +452,10 @@ class ReplayWorker : public Napi::AsyncWorker {
   SysError error_ = {0, "", ""};
 };
 
-// Reads the optional property `name` as an integer in [0, max]; false (and a thrown error) when invalid.
-bool GetIntegerProp(Napi::Object obj, const char* name, const char* what, uint64_t max, uint64_t* out) {
-  Napi::Env env = obj.Env();
-  Napi::Value v = obj.Get(name);
+// Checks `v` (already read) as an integer in [0, max]; false (and a thrown error) when invalid.
+bool GetIntegerValue(Napi::Env env, Napi::Value v, const char* what, uint64_t max, uint64_t* out) {
   if (!v.IsNumber()) {
-    ThrowType(env, (std::string(what) + " must be a number").c_str());
+    ThrowType(env, std::string(what) + " must be a number");
     return false;
   }
   double d = v.As<Napi::Number>().DoubleValue();
@@ -485,48 +505,58 @@ void AddOp(std::vector<Op>* ops, uint64_t image_length, uint64_t dst, uint64_t n
   ops->push_back({dst, n, src, zero});
 }
 
+// The clipped data range of one applied entry, gathered once however often `apply` names the entry.
+struct Gather {
+  uint64_t log_offset;
+  uint64_t length;
+  uint64_t at;  // offset in the gathered copy
+};
+
 // replayImage({ log, table, base, length, apply, torn?, out?, digestOnly? }) -> Promise<{digest, image?}>.
+// Every option is read first (getters and Proxy traps run JS, which may detach any buffer read before
+// it); only then are the buffers looked at, checked and copied, with no JS running in between.
 Napi::Value ReplayImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return ThrowType(env, "replay options must be an object");
   Napi::Object opts = info[0].As<Napi::Object>();
 
-  Napi::Value log_value = opts.Get("log");
-  if (!log_value.IsBuffer()) return ThrowType(env, "log must be a Buffer");
-  Napi::Buffer<uint8_t> log = log_value.As<Napi::Buffer<uint8_t>>();
+  // ---- 1. read (JS may run) ----
+  Napi::Value log_value = GetProp(opts, "log");
+  Napi::Value table_value = GetProp(opts, "table");
+  Napi::Value length_value = GetProp(opts, "length");
+  Napi::Value base = GetProp(opts, "base");
+  Napi::Value apply_value = GetProp(opts, "apply");
+  Napi::Value torn_value = GetProp(opts, "torn");
+  Napi::Value torn_entry_value, torn_sector_value;
+  if (!torn_value.IsEmpty() && torn_value.IsObject()) {
+    torn_entry_value = GetProp(torn_value.As<Napi::Object>(), "entry");
+    torn_sector_value = GetProp(torn_value.As<Napi::Object>(), "sector");
+  }
+  Napi::Value out_value = GetProp(opts, "out");
+  Napi::Value digest_only_value = GetProp(opts, "digestOnly");
+  if (env.IsExceptionPending()) return env.Undefined();  // a getter threw: that is the caller's error
 
-  Napi::Value table_value = opts.Get("table");
+  // ---- 2. check (no JS runs from here on) ----
+  if (!log_value.IsTypedArray()) return ThrowType(env, "log must be a Buffer");
   if (!IsTypedArrayOf(table_value, napi_float64_array)) return ThrowType(env, "table must be a Float64Array");
   Napi::Float64Array table = table_value.As<Napi::Float64Array>();
   if (table.ElementLength() % kTableStride != 0) {
     return ThrowRange(env, "table length must be a multiple of " + std::to_string(kTableStride));
   }
-  const size_t count = table.ElementLength() / kTableStride;
-
   uint64_t length = 0;
-  if (!GetIntegerProp(opts, "length", "length", kMaxSafe, &length)) return env.Undefined();
+  if (!GetIntegerValue(env, length_value, "length", kMaxSafe, &length)) return env.Undefined();
   if (length > SIZE_MAX / 2) return ThrowRange(env, "length is too large for this machine");
-
-  Napi::Value base = opts.Get("base");
-  if (!base.IsNull() && !base.IsUndefined()) {
-    if (!base.IsBuffer()) return ThrowType(env, "base must be a Buffer or null");
-    if (base.As<Napi::Buffer<uint8_t>>().Length() != length) {
-      return ThrowRange(env, "base must be exactly length (" + std::to_string(length) + ") bytes, not " +
-                                 std::to_string(base.As<Napi::Buffer<uint8_t>>().Length()));
-    }
-  }
-
-  Napi::Value apply_value = opts.Get("apply");
+  bool has_base = !base.IsNull() && !base.IsUndefined();
+  if (has_base && !base.IsTypedArray()) return ThrowType(env, "base must be a Buffer or null");
   if (!IsTypedArrayOf(apply_value, napi_uint32_array)) return ThrowType(env, "apply must be a Uint32Array");
   Napi::Uint32Array apply = apply_value.As<Napi::Uint32Array>();
 
   Torn torn;
-  Napi::Value torn_value = opts.Get("torn");
   if (!torn_value.IsUndefined() && !torn_value.IsNull()) {
     if (!torn_value.IsObject()) return ThrowType(env, "torn must be an object {entry, sector}");
     uint64_t entry = 0;
-    if (!GetIntegerProp(torn_value.As<Napi::Object>(), "entry", "torn.entry", 0xffffffffULL, &entry) ||
-        !GetIntegerProp(torn_value.As<Napi::Object>(), "sector", "torn.sector", kMaxSafe, &torn.sector)) {
+    if (!GetIntegerValue(env, torn_entry_value, "torn.entry", 0xffffffffULL, &entry) ||
+        !GetIntegerValue(env, torn_sector_value, "torn.sector", kMaxSafe, &torn.sector)) {
       return env.Undefined();
     }
     torn.set = true;
@@ -534,7 +564,6 @@ Napi::Value ReplayImage(const Napi::CallbackInfo& info) {
   }
 
   std::string out;
-  Napi::Value out_value = opts.Get("out");
   if (!out_value.IsUndefined()) {
     if (!out_value.IsString()) return ThrowType(env, "out must be a string path");
     out = out_value.As<Napi::String>().Utf8Value();
@@ -542,30 +571,49 @@ Napi::Value ReplayImage(const Napi::CallbackInfo& info) {
       return ThrowRange(env, "out must be 1.." + std::to_string(PATH_MAX - 1) + " bytes without NUL");
     }
   }
-  Napi::Value digest_only_value = opts.Get("digestOnly");
   if (!digest_only_value.IsUndefined() && !digest_only_value.IsBoolean()) {
     return ThrowType(env, "digestOnly must be a boolean");
   }
   bool digest_only = digest_only_value.IsBoolean() && digest_only_value.As<Napi::Boolean>().Value();
 
-  // Validate every applied entry now, so the worker only copies checked ranges.
+  const uint8_t* log = nullptr;
+  size_t log_length = 0;
+  if (!GetBytes(env, log_value, "log", &log, &log_length)) return env.Undefined();
+  const uint8_t* base_data = nullptr;
+  size_t base_length = 0;
+  if (has_base) {
+    if (!GetBytes(env, base, "base", &base_data, &base_length)) return env.Undefined();
+    if (base_length != length) {
+      return ThrowRange(env, "base must be exactly length (" + std::to_string(length) + ") bytes, not " +
+                                 std::to_string(base_length));
+    }
+  }
+  const size_t count = table.ElementLength() / kTableStride;
+  const double* rows = count > 0 ? table.Data() : nullptr;
+  const size_t apply_count = apply.ElementLength();
+  const uint32_t* applied = apply_count > 0 ? apply.Data() : nullptr;
+
+  // Validate every applied entry now, so the worker only copies checked ranges. Op.src is first an
+  // offset in the log and becomes one in the gathered copy below.
   std::vector<Op> ops;
-  ops.reserve(apply.ElementLength());
+  std::vector<uint32_t> op_entry;
+  std::unordered_map<uint32_t, Gather> gathers;
+  uint64_t gathered = 0;
   bool torn_seen = false;
-  const double* rows = table.Data();
-  for (size_t i = 0; i < apply.ElementLength(); i++) {
-    uint32_t entry = apply[i];
+  for (size_t i = 0; i < apply_count; i++) {
+    uint32_t entry = applied[i];
     if (entry >= count) {
       return ThrowRange(env, "apply[" + std::to_string(i) + "] = " + std::to_string(entry) +
                                  " is not an entry index (the log has " + std::to_string(count) + ")");
     }
     uint64_t sector, sectors, flags, data_offset;
-    if (!ReadRow(env, rows + entry * kTableStride, entry, log.Length(), &sector, &sectors, &flags, &data_offset)) {
+    if (!ReadRow(env, rows + entry * kTableStride, entry, log_length, &sector, &sectors, &flags, &data_offset)) {
       return env.Undefined();
     }
     if ((flags & kFlagMark) || sectors == 0) continue;  // marks and empty flushes change nothing
     bool zero = (flags & kFlagDiscard) != 0;
     uint64_t dst = sector * kSector, bytes = sectors * kSector;
+    size_t before = ops.size();
     if (torn.set && entry == torn.entry) {
       if (torn.sector >= sectors) {
         return ThrowRange(env, "torn.sector " + std::to_string(torn.sector) + " is outside entry " +
@@ -576,16 +624,37 @@ Napi::Value ReplayImage(const Napi::CallbackInfo& info) {
       AddOp(&ops, length, dst, cut, data_offset, zero);
       AddOp(&ops, length, dst + cut + kSector, bytes - cut - kSector, data_offset + cut + kSector, zero);
       torn_seen = true;
-      continue;
+    } else {
+      AddOp(&ops, length, dst, bytes, data_offset, zero);
     }
-    AddOp(&ops, length, dst, bytes, data_offset, zero);
+    op_entry.resize(ops.size(), entry);
+    if (zero || ops.size() == before || gathers.count(entry) != 0) continue;
+    // The part of the entry inside the image (ReadRow checked it lies inside the log).
+    uint64_t inside = std::min(bytes, length - dst);
+    gathers[entry] = {data_offset, inside, gathered};
+    gathered += inside;
   }
   if (torn.set && !torn_seen) {
     return ThrowRange(env, "torn.entry " + std::to_string(torn.entry) + " is not a data entry in apply");
   }
 
-  auto* worker = new ReplayWorker(env, log, base, static_cast<size_t>(length), std::move(ops), std::move(out),
-                                  digest_only);
+  OwnedBytes data, base_copy;
+  if (gathered > SIZE_MAX / 2 || !data.Allocate(static_cast<size_t>(gathered)) ||
+      (has_base && !base_copy.Allocate(static_cast<size_t>(length)))) {
+    MakeSysError(env, {ENOMEM, "malloc", ""}, "replay buffers").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  for (const auto& g : gathers) memcpy(data.data + g.second.at, log + g.second.log_offset, g.second.length);
+  for (size_t k = 0; k < ops.size(); k++) {
+    Op& op = ops[k];
+    if (op.zero) continue;
+    const Gather& g = gathers.find(op_entry[k])->second;
+    op.src = g.at + (op.src - g.log_offset);
+  }
+  if (has_base && length > 0) memcpy(base_copy.data, base_data, static_cast<size_t>(length));
+
+  auto* worker = new ReplayWorker(env, std::move(data), std::move(base_copy), has_base, static_cast<size_t>(length),
+                                  std::move(ops), std::move(out), digest_only);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -594,9 +663,11 @@ Napi::Value ReplayImage(const Napi::CallbackInfo& info) {
 // imageDigest(buf: Buffer) -> string: the digest replayImage reports, computed on the JS thread.
 Napi::Value ImageDigest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsBuffer()) return ThrowType(env, "image must be a Buffer");
-  Napi::Buffer<uint8_t> buf = info[0].As<Napi::Buffer<uint8_t>>();
-  return Napi::String::New(env, Hex64(Xxh64(buf.Data(), buf.Length())));
+  const uint8_t* data = nullptr;
+  size_t length = 0;
+  if (info.Length() < 1) return ThrowType(env, "image must be a Buffer");
+  if (!GetBytes(env, info[0], "image", &data, &length)) return env.Undefined();
+  return Napi::String::New(env, Hex64(Xxh64(data, length)));
 }
 
 }  // namespace

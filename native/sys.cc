@@ -1,11 +1,13 @@
 // dmkit native addon: mknod, SysV semaphores (the udev cookie protocol) and poll with cancellation.
 // Each function checks its arguments and wraps exactly one system call; what to call when, and why,
-// lives in TypeScript (src/dm/nodes.ts, udev.ts, transport.ts). Calls that can block run in an
-// AsyncWorker and always end: semWaitZero and pollReadable take a timeout.
+// lives in TypeScript (src/dm/nodes.ts, udev.ts, transport.ts). Calls that can block always end (they
+// take a timeout): semWaitZero runs in an AsyncWorker, pollReadable on a thread of its own.
 #include "sys.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/ipc.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <memory>
 #include <cstring>
 #include <string>
 
@@ -223,11 +226,57 @@ Napi::Value EventfdOpen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// An eventfd shows in /proc as the anonymous inode "[eventfd]"; fstat alone cannot tell it from an
+// epoll or signalfd descriptor (all anonymous inodes share one inode).
+bool CheckEventfd(int fd, SysError* error) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    *error = {errno, "fstat", ""};
+    return false;
+  }
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  char target[64] = {0};
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  if (n < 0) {
+    *error = {errno, "readlink", path};
+    return false;
+  }
+  target[n] = '\0';
+  if (strcmp(target, "anon_inode:[eventfd]") != 0) {
+    *error = {EINVAL, "eventfdSignal", ""};
+    return false;
+  }
+  return true;
+}
+
 // eventfdSignal(fd): adds 1 to the counter, waking any poll on it. A full counter is already signalled.
+// Only an eventfd is written (EINVAL otherwise), and never by a blocking write: a counter that cannot
+// take 1 more (POLLOUT clear) is left as it is.
 Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = -1;
   if (!GetFdArg(info, 0, "fd", &fd)) return env.Undefined();
+  SysError error{0, "", ""};
+  if (!CheckEventfd(fd, &error)) {
+    if (error.err == EINVAL) {
+      Napi::Error e = MakeSysError(env, error, "eventfdSignal: fd " + std::to_string(fd) + " is not an eventfd");
+      e.ThrowAsJavaScriptException();
+    } else {
+      ThrowSys(env, error);
+    }
+    return env.Undefined();
+  }
+  struct pollfd p = {fd, POLLOUT, 0};
+  int ready;
+  do {
+    ready = poll(&p, 1, 0);
+  } while (ready < 0 && errno == EINTR);
+  if (ready < 0) {
+    ThrowSys(env, {errno, "poll", ""});
+    return env.Undefined();
+  }
+  if (ready == 0 || (p.revents & POLLOUT) == 0) return env.Undefined();
   uint64_t one = 1;
   ssize_t n;
   do {
@@ -239,55 +288,66 @@ Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
 
 enum class PollResult { kReadable, kCancelled, kTimeout };
 
-// Polls `fd` for POLLIN and `cancel_fd` (an eventfd) on a pool thread; the cancel fd wins a tie.
-class PollWorker : public Napi::AsyncWorker {
- public:
-  PollWorker(Napi::Env env, int fd, int cancel_fd, int timeout_ms)
-      : Napi::AsyncWorker(env, "dmkit:poll"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        fd_(fd),
-        cancel_fd_(cancel_fd),
-        timeout_ms_(timeout_ms) {}
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
-  void Execute() override {
-    struct pollfd fds[2] = {{fd_, POLLIN, 0}, {cancel_fd_, POLLIN, 0}};
-    int n = poll(fds, 2, timeout_ms_);
-    // EINTR ends this slice early; the caller polls again, as it does after a timeout.
-    if (n < 0 && errno != EINTR) errno_ = errno;
-    if (n <= 0) return;
-    if (fds[1].revents != 0) {
-      result_ = PollResult::kCancelled;
-    } else if (fds[0].revents & POLLNVAL) {
-      errno_ = EBADF;
-    } else if (fds[0].revents & (POLLERR | POLLHUP)) {
-      errno_ = EIO;
-    } else if (fds[0].revents & POLLIN) {
-      result_ = PollResult::kReadable;
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (errno_ != 0) {
-      deferred_.Reject(MakeSysError(env, {errno_, "poll", ""}, "poll device-mapper control").Value());
-      return;
-    }
-    const char* names[] = {"readable", "cancelled", "timeout"};
-    deferred_.Resolve(Napi::String::New(env, names[static_cast<int>(result_)]));
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  int fd_;
-  int cancel_fd_;
-  int timeout_ms_;
-  PollResult result_ = PollResult::kTimeout;
-  int errno_ = 0;
+// One pollReadable call. It waits on a thread of its own, not on the libuv pool: a wait may last up to
+// 2^31 ms, and a handful of them would otherwise hold every pool thread (fs, dns and crypto queue
+// behind them). The result comes back through a thread-safe function.
+struct PollJob {
+  int fd;
+  int cancel_fd;
+  int timeout_ms;
+  PollResult result = PollResult::kTimeout;
+  int err = 0;
+  napi_deferred deferred = nullptr;
 };
 
-// pollReadable(fd, cancelFd, timeoutMs) -> Promise<'readable' | 'cancelled' | 'timeout'>.
+void PollDone(Napi::Env env, Napi::Function, std::nullptr_t*, PollJob* job) {
+  std::unique_ptr<PollJob> owned(job);
+  if (env == nullptr) return;  // the environment is being torn down; nothing is waiting
+  Napi::HandleScope scope(env);
+  if (job->err != 0) {
+    Napi::Error e = MakeSysError(env, {job->err, "poll", ""}, "poll device-mapper control");
+    napi_reject_deferred(env, job->deferred, e.Value());
+    return;
+  }
+  const char* names[] = {"readable", "cancelled", "timeout"};
+  napi_resolve_deferred(env, job->deferred, Napi::String::New(env, names[static_cast<int>(job->result)]));
+}
+
+using PollTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, PollJob, PollDone>;
+
+struct PollThreadArgs {
+  PollTsfn tsfn;
+  PollJob* job;
+};
+
+void RunPoll(PollJob* job) {
+  struct pollfd fds[2] = {{job->fd, POLLIN, 0}, {job->cancel_fd, POLLIN, 0}};
+  int n = poll(fds, 2, job->timeout_ms);
+  // EINTR ends this slice early; the caller polls again, as it does after a timeout.
+  if (n < 0 && errno != EINTR) job->err = errno;
+  if (n <= 0) return;
+  // A closed fd on either side is the caller's bug: say so rather than report a cancel or a timeout.
+  if ((fds[0].revents & POLLNVAL) || (fds[1].revents & POLLNVAL)) {
+    job->err = EBADF;
+  } else if (fds[1].revents != 0) {
+    job->result = PollResult::kCancelled;
+  } else if (fds[0].revents & (POLLERR | POLLHUP)) {
+    job->err = EIO;
+  } else if (fds[0].revents & POLLIN) {
+    job->result = PollResult::kReadable;
+  }
+}
+
+void* PollThread(void* arg) {
+  std::unique_ptr<PollThreadArgs> args(static_cast<PollThreadArgs*>(arg));
+  RunPoll(args->job);
+  if (args->tsfn.BlockingCall(args->job) != napi_ok) delete args->job;  // closing: nobody to resolve
+  args->tsfn.Release();
+  return nullptr;
+}
+
+// pollReadable(fd, cancelFd, timeoutMs) -> Promise<'readable' | 'cancelled' | 'timeout'>; a closed fd
+// (either one) rejects with EBADF.
 Napi::Value PollReadable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = -1, cancel_fd = -1;
@@ -296,10 +356,34 @@ Napi::Value PollReadable(const Napi::CallbackInfo& info) {
       !GetInteger(info, 2, "timeout", 0, kTimeoutMaxMs, &timeout_ms)) {
     return env.Undefined();
   }
-  auto* worker = new PollWorker(env, fd, cancel_fd, static_cast<int>(timeout_ms));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  napi_deferred deferred = nullptr;
+  napi_value promise = nullptr;
+  if (napi_create_promise(env, &deferred, &promise) != napi_ok) return env.Undefined();
+  auto job = std::make_unique<PollJob>();
+  job->fd = fd;
+  job->cancel_fd = cancel_fd;
+  job->timeout_ms = static_cast<int>(timeout_ms);
+  job->deferred = deferred;
+  auto args = std::make_unique<PollThreadArgs>();
+  args->tsfn = PollTsfn::New(env, "dmkit:poll", 0, 1);
+  args->job = job.get();
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int rc = pthread_create(&thread, &attr, PollThread, args.get());
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    args->tsfn.Release();
+    napi_reject_deferred(env, deferred,
+                         MakeSysError(env, {rc, "pthread_create", ""}, "pthread_create (poll thread)").Value());
+    return Napi::Value(env, promise);
+  }
+  // The thread owns both now; PollDone settles the promise back on this thread.
+  (void)args.release();
+  (void)job.release();
+  return Napi::Value(env, promise);
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
  */
 import yargs, { type Argv } from 'yargs';
 import type { Action, CommandGroup, Schedule } from './commands';
-import { CommandContext, NOT_ROOT } from './context';
+import { CommandContext, NOT_ROOT, type GlobalOptions } from './context';
+import { compatCommands } from './compat-commands';
 import { deviceCommands } from './device-commands';
-import { errorCode, EXIT_CODE_HELP, ExitCode, exitCodeFor, formatError, isExpectedError, usageError } from './errors';
+import { checkTargetType, validateName, validateUuid } from '../dm';
+import { errorCode, errorJson, EXIT_CODE_HELP, exitCodeFor, formatError, isExpectedError, usageError, ExitCode } from './errors';
 import { dmkitVersion, queryCommands } from './query-commands';
 import type { Runtime } from './runtime';
 import { targetCommands } from './target-commands';
@@ -17,11 +19,11 @@ other numbers are numbers; uuid is null when unset. One device gives its object,
 give {"devices": [...]}. status/table lines carry "parsed" (null for a type without a parser)
 and, when parsing failed, "parseError" beside the raw text.`;
 
-const GROUPS: readonly CommandGroup[] = [deviceCommands, queryCommands, targetCommands];
+const GROUPS: readonly CommandGroup[] = [deviceCommands, queryCommands, compatCommands, targetCommands];
 
 /** The parser alone (no side effects): `schedule` receives the chosen command's body. */
 export function buildParser(schedule: Schedule): Argv {
-  let y = yargs()
+  let y: Argv = yargs()
     .scriptName('dmkit')
     .usage('$0 <command> [options]\n\nA dmsetup replacement for device-mapper targets, with --json.\nDevices are named by NAME or -u UUID; tables are dmsetup text, "start length type params", in 512-byte sectors.')
     .parserConfiguration({
@@ -36,20 +38,79 @@ export function buildParser(schedule: Schedule): Argv {
     .help()
     .alias('h', 'help')
     .version(dmkitVersion())
+    // dmsetup's global options: accepted before or after any verb.
+    .option('noudevsync', { type: 'boolean', default: false, describe: 'do not synchronise with udev (dmkit makes /dev/mapper nodes)' })
+    .option('noudevrules', { type: 'boolean', default: false, describe: 'tell the udev rules to leave the device alone' })
+    .option('udevcookie', { type: 'string', requiresArg: true, describe: 'use this udev cookie (as given, no sync of our own)' })
+    .option('verbose', { alias: 'v', type: 'count', describe: 'say more on stderr' })
+    .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (dmkit asks none)' })
+    .option('major', { alias: 'j', type: 'string', requiresArg: true, describe: 'the device by major number (with -m)' })
+    .option('minor', { alias: 'm', type: 'string', requiresArg: true, describe: 'the device by minor number (with -j); create: ask for it' })
+    .option('readahead', { type: 'string', requiresArg: true, describe: 'create/resume: read-ahead in sectors, +N (at least N), auto or none' })
     .wrap(100)
     .exitProcess(false)
     .fail((msg, err) => {
-      throw err ?? usageError(msg);
+      // yargs' own parse errors (an option missing its value, say) are usage errors like any other.
+      throw err === undefined || err === null || err.name === 'YError' ? usageError(`${err?.message ?? msg}; see dmkit --help`) : err;
     })
     .epilogue(`${EXIT_CODE_HELP}\n\n${JSON_HELP}`);
   for (const group of GROUPS) y = group(y, schedule);
   return y;
 }
 
+/**
+ * The argument checks every command shares, run on the parsed command line before the command body:
+ * device names (NAME, NEW_NAME, --name), uuids (-u, --setuuid, create's --uuid) and target types. `load -u
+ * UUID FILE` takes its file in the NAME position, so a name there is checked by the command itself.
+ */
+function preflight(argv: Record<string, unknown>): void {
+  const loadByUuid =
+    (argv.uuid !== undefined && ['load', 'reload'].includes(String((argv._ as unknown[])[0]))) || argv.concise === true;
+  for (const key of ['name', 'new']) {
+    const v = argv[key];
+    if (typeof v === 'string' && !(key === 'name' && loadByUuid)) validateName(v);
+  }
+  for (const key of ['uuid', 'setuuid']) {
+    const v = argv[key];
+    if (typeof v === 'string') validateUuid(v);
+  }
+  for (const v of Array.isArray(argv.names) ? argv.names : []) validateName(String(v));
+  const types = argv.types;
+  if (Array.isArray(types)) for (const t of types) checkTargetType(String(t), 'target-version');
+}
+
+function integerOption(text: unknown, what: string, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const s = String(text);
+  const n = /^0x[0-9a-f]+$/i.test(s) ? parseInt(s, 16) : /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isInteger(n) || n > max) throw usageError(`${what} must be a whole number 0..${max}, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+function globalsOf(argv: Record<string, unknown>, env: Readonly<Record<string, string | undefined>>): GlobalOptions {
+  const major = integerOption(argv.major, '--major', 0xfff);
+  const minor = integerOption(argv.minor, '--minor', 0xfffff);
+  return {
+    noudevsync: argv.noudevsync === true,
+    noudevrules: argv.noudevrules === true,
+    udevcookie: integerOption(argv.udevcookie ?? env.DM_UDEV_COOKIE, '--udevcookie', 0xffffffff),
+    verbose: typeof argv.verbose === 'number' ? argv.verbose : 0,
+    major,
+    minor,
+  };
+}
+
 /** The first word that is not an option: the command named in error messages. */
 const verbOf = (args: readonly string[]): string => args.find((a) => !a.startsWith('-')) ?? '';
 
-function report(runtime: Runtime, verb: string, e: unknown): ExitCode {
+/** --json among the options (not after a `--`): errors are then also a JSON document on stdout. */
+function wantsJson(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).some((a) => a === '--json' || a === '--json=true');
+}
+
+function report(runtime: Runtime, verb: string, e: unknown, args: readonly string[] = []): ExitCode {
+  if (wantsJson(args)) runtime.stdout(errorJson(verb, e));
   if (errorCode(e) === NOT_ROOT) {
     runtime.stderr(`dmkit: ${(e as Error).message}\n`);
   } else {
@@ -59,30 +120,55 @@ function report(runtime: Runtime, verb: string, e: unknown): ExitCode {
   return exitCodeFor(e);
 }
 
+/** Options whose value may start with '-' (`-O -name` sorts descending), as getopt lets dmsetup take them. */
+const DASH_VALUE_OPTIONS = new Set(['-O', '--sort', '-S', '--select', '-o', '--separator']);
+
+/** `-O -name` becomes `-O=-name`, which yargs reads as a value rather than as an option. */
+function joinDashValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    if (DASH_VALUE_OPTIONS.has(a) && next !== undefined && next.startsWith('-') && next !== '--') {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 /** Runs one command line to completion; resolves with the exit status. */
-export async function runCli(args: readonly string[], runtime: Runtime): Promise<ExitCode> {
+export async function runCli(givenArgs: readonly string[], runtime: Runtime): Promise<ExitCode> {
+  const args = joinDashValues(givenArgs);
   let chosen: { verb: string; action: Action } | undefined;
   let helpText = '';
+  let parsed: Record<string, unknown> | undefined;
   try {
     const parser = buildParser((verb, action) => {
       chosen = { verb, action };
     });
-    parser.parse([...args], {}, (_err: Error | undefined, _argv: unknown, output: string) => {
+    parser.parse([...args], {}, (_err: Error | undefined, argv: unknown, output: string) => {
       helpText = output;
+      parsed = argv as Record<string, unknown>;
     });
   } catch (e) {
-    const code = report(runtime, verbOf(args), e);
-    if (code === ExitCode.USAGE) runtime.stderr(`Run 'dmkit --help' for usage.\n`);
-    return code;
+    return report(runtime, verbOf(args), e, args);
   }
   if (helpText) runtime.stdout(`${helpText}\n`);
   if (!chosen) return ExitCode.OK;
-  const ctx = new CommandContext(runtime, args);
+  let ctx = new CommandContext(runtime, args);
   try {
+    // Names, uuids and target types are checked before the control node is opened or root is checked.
+    if (parsed) {
+      preflight(parsed);
+      ctx = new CommandContext(runtime, args, globalsOf(parsed, runtime.env));
+    }
     await chosen.action(ctx);
     return ExitCode.OK;
   } catch (e) {
-    return report(runtime, chosen.verb, e);
+    return report(runtime, chosen.verb, e, args);
   } finally {
     await ctx.close().catch(() => undefined);
   }

@@ -1,6 +1,6 @@
 /** What a running command can use: output, input, and the control device opened on first use. */
 import type { DevId, DeviceMapper } from '../dm';
-import { isSystemError } from '../dm';
+import { isSystemError, validateName, validateUuid } from '../dm';
 import { CliError, ExitCode, usageError } from './errors';
 import { renderJson } from './output';
 import type { Runtime } from './runtime';
@@ -11,6 +11,26 @@ export const NOT_ROOT = 'ERR_NOT_ROOT';
 export const shellQuote = (arg: string): string =>
   /^[\w./:=@%+,-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
 
+/** dmsetup's global options, as every command sees them. */
+export interface GlobalOptions {
+  /** --noudevsync: no udev cookie sync (dmkit makes the nodes). */
+  readonly noudevsync: boolean;
+  /** --noudevrules: tell the udev rules to leave the device alone (DM_UDEV_DISABLE_{DM,SUBSYSTEM}_RULES). */
+  readonly noudevrules: boolean;
+  /** --udevcookie C (or $DM_UDEV_COOKIE): the caller's cookie, put in event_nr as given. */
+  readonly udevcookie: number | undefined;
+  /** -v: how many times it was given. */
+  readonly verbose: number;
+  /** -j/-m: the device by major and minor number. */
+  readonly major: number | undefined;
+  readonly minor: number | undefined;
+}
+
+export const NO_GLOBALS: GlobalOptions = { noudevsync: false, noudevrules: false, udevcookie: undefined, verbose: 0, major: undefined, minor: undefined };
+
+/** DM_UDEV_DISABLE_DM_RULES_FLAG | DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG, as dmsetup --noudevrules sets them. */
+const NO_UDEV_RULES = 0x01 | 0x02;
+
 export class CommandContext {
   private handle: DeviceMapper | undefined;
 
@@ -18,14 +38,26 @@ export class CommandContext {
     readonly runtime: Runtime,
     /** The command line as given, for the "try sudo" hint. */
     readonly args: readonly string[],
+    readonly globals: GlobalOptions = NO_GLOBALS,
   ) {}
+
+  /** The udev options of resume, remove and rename, from --udevcookie and --noudevrules. */
+  udevOptions(): { udevCookie?: number; udevFlags?: number } {
+    if (this.globals.udevcookie !== undefined) return { udevCookie: this.globals.udevcookie };
+    return this.globals.noudevrules ? { udevFlags: NO_UDEV_RULES } : {};
+  }
+
+  /** -v: a line on stderr, as dmsetup's verbose output goes there. */
+  verbose(message: string): void {
+    if (this.globals.verbose > 0) this.runtime.stderr(`${message}\n`);
+  }
 
   /** The control device; refuses non-root callers before touching it. */
   async dm(): Promise<DeviceMapper> {
     if (this.handle) return this.handle;
     if (this.runtime.uid !== 0) throw this.notRoot();
     try {
-      this.handle = await this.runtime.openDm();
+      this.handle = await this.runtime.openDm(this.globals.noudevsync ? { udev: 'off' } : {});
     } catch (e) {
       throw this.openFailure(e);
     }
@@ -71,13 +103,22 @@ export class CommandContext {
   }
 
   private openFailure(e: unknown): unknown {
+    const code = (e as { code?: unknown } | null)?.code;
+    if (code === 'ERR_DM_NO_CONTROL' || code === 'ENOENT' || code === 'ENODEV' || code === 'ENXIO') {
+      const errno = (e as { errno?: unknown }).errno;
+      const error = new CliError(
+        'no device-mapper: /dev/mapper/control cannot be opened or made (is the dm_mod module loaded? try: modprobe dm_mod)',
+        'ERR_DM_NO_CONTROL',
+        ExitCode.NO_DM,
+      );
+      return typeof errno === 'number' ? Object.assign(error, { errno }) : error;
+    }
     if (!isSystemError(e)) {
       const why = e instanceof Error ? e.message : String(e);
       return new CliError(`cannot open the device-mapper control device: ${why}`, 'ERR_DM_OPEN', ExitCode.FAILED);
     }
     if (e.code === 'EACCES' || e.code === 'EPERM') return this.notRoot();
-    const hint = e.code === 'ENOENT' || e.code === 'ENODEV' ? ' (is the dm_mod module loaded?)' : '';
-    return new CliError(`cannot open /dev/mapper/control: ${e.message}${hint}`, e.code, ExitCode.FAILED);
+    return new CliError(`cannot open /dev/mapper/control: ${e.message}`, e.code, ExitCode.FAILED);
   }
 }
 
@@ -86,8 +127,14 @@ export function deviceId(name: string | undefined, uuid: string | undefined): De
   if (name !== undefined && uuid !== undefined) {
     throw usageError(`give the device as NAME or as -u UUID, not both`);
   }
-  if (name !== undefined) return { name };
-  if (uuid !== undefined) return { uuid };
+  if (name !== undefined) {
+    validateName(name);
+    return { name };
+  }
+  if (uuid !== undefined) {
+    validateUuid(uuid);
+    return { uuid };
+  }
   throw usageError(`which device? give NAME or -u UUID`);
 }
 

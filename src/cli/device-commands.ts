@@ -3,7 +3,9 @@
  * remove, remove_all, clear, rename, setgeometry, mknodes. They print nothing on success (mknodes --json
  * prints what it changed).
  */
-import type { DevId, DeviceMapper, TargetLine } from '../dm';
+import { chmodSync, chownSync, existsSync } from 'node:fs';
+import type { DevId, DeviceInfo, DeviceMapper, TargetLine } from '../dm';
+import { applyReadAhead, parseConcise, parseReadAhead, resolveDevices, type ReadAhead } from './compat';
 import { sectors } from '../units';
 import type { CommandGroup } from './commands';
 import { jsonOpt, nameArg, uuidOpt } from './commands';
@@ -59,6 +61,45 @@ export async function replaceWithError(ctx: CommandContext, dm: DeviceMapper, id
   }
 }
 
+interface NodeOwnership {
+  readonly uid: number | undefined;
+  readonly gid: number | undefined;
+  readonly mode: number | undefined;
+}
+
+/** -U/-G/-M: checked up front, applied to /dev/mapper/NAME once it exists. */
+function nodeOwnership(uid: string | undefined, gid: string | undefined, mode: string | undefined): NodeOwnership {
+  if (mode !== undefined && !/^[0-7]{1,4}$/.test(mode)) throw usageError(`--mode must be octal, got ${JSON.stringify(mode)}`);
+  return {
+    uid: uid === undefined ? undefined : parseU32(uid, '--uid'),
+    gid: gid === undefined ? undefined : parseU32(gid, '--gid'),
+    mode: mode === undefined ? undefined : parseInt(mode, 8),
+  };
+}
+
+/** What dmsetup does after a create: node ownership and mode (when the node exists), and read-ahead. */
+function afterCreate(ctx: CommandContext, info: DeviceInfo, node: NodeOwnership, readAhead: ReadAhead | undefined): void {
+  if (node.uid !== undefined || node.gid !== undefined || node.mode !== undefined) {
+    const path = `${ctx.runtime.env.DM_DEV_DIR ?? '/dev'}/mapper/${info.name}`;
+    try {
+      if (existsSync(path)) {
+        if (node.uid !== undefined || node.gid !== undefined) chownSync(path, node.uid ?? -1, node.gid ?? -1);
+        if (node.mode !== undefined) chmodSync(path, node.mode);
+      }
+    } catch (e) {
+      ctx.warn(`${info.name}: could not set the node's owner or mode: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  if (info.flags.activePresent) applyReadAhead(ctx, info.name, info.dev, readAhead);
+}
+
+/** NAMEs, -u UUID or -j/-m: at least one device. */
+async function devicesOf(ctx: CommandContext, names: readonly string[] | undefined, uuid: string | undefined): Promise<DevId[]> {
+  const ids = await resolveDevices(ctx, names ?? [], uuid);
+  if (ids.length === 0) throw usageError('which device? give NAME, -u UUID or -j MAJOR -m MINOR');
+  return ids;
+}
+
 function parseU32(text: string, what: string, max = 0xffffffff): number {
   if (!/^\d+$/.test(text) || Number(text) > max) throw usageError(`${what} must be a whole number 0..${max}, got ${JSON.stringify(text)}`);
   return Number(text);
@@ -67,7 +108,7 @@ function parseU32(text: string, what: string, max = 0xffffffff): number {
 export const deviceCommands: CommandGroup = (y, schedule) =>
   y
     .command(
-      'create <name> [file]',
+      'create [name] [file]',
       'Create a device, load its table and resume it (table from --table, --table-file, FILE or stdin)',
       (b) =>
         b
@@ -77,19 +118,42 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
           .option('uuid', { alias: 'u', type: 'string', requiresArg: true, describe: 'the new device uuid' })
           .option('readonly', { alias: 'r', type: 'boolean', default: false, describe: 'create read-only' })
           .option('notable', { alias: 'n', type: 'boolean', default: false, describe: 'create without a table' })
-          .option('minor', { alias: 'm', type: 'string', requiresArg: true, describe: 'ask for this minor number' })
+          .option('concise', { type: 'boolean', default: false, describe: 'devices as name,uuid,minor,ro|rw,line[,line]...;... (argument or stdin)' })
+          .option('uid', { alias: 'U', type: 'string', requiresArg: true, describe: 'owner of the /dev/mapper node' })
+          .option('gid', { alias: 'G', type: 'string', requiresArg: true, describe: 'group of the /dev/mapper node' })
+          .option('mode', { alias: 'M', type: 'string', requiresArg: true, describe: 'octal mode of the /dev/mapper node' })
           .example('$0 create vol --table "0 2048 linear /dev/ram0 0"', '')
           .example('printf "0 8 zero\\n8 8 error\\n" | $0 create vol', ''),
       (argv) => {
         const a = argv as unknown as TableSourceArgs & {
-          name: string;
+          name?: string;
           uuid?: string;
           readonly: boolean;
           notable: boolean;
-          minor?: string;
+          concise: boolean;
+          uid?: string;
+          gid?: string;
+          mode?: string;
+          readahead?: string;
         };
         schedule('create', async (ctx) => {
-          const minor = a.minor === undefined ? undefined : parseU32(a.minor, '--minor', 0xfffff);
+          const { major, minor } = ctx.globals;
+          const node = nodeOwnership(a.uid, a.gid, a.mode);
+          const readAhead = parseReadAhead(a.readahead);
+          if (a.concise) {
+            if (a.table !== undefined || a.tableFile !== undefined || a.file !== undefined || a.notable) {
+              throw usageError('--concise takes its devices as one argument or on stdin, without --table or --notable');
+            }
+            const specs = parseConcise(a.name ?? (await ctx.stdinText()));
+            const dm = await ctx.dm();
+            for (const s of specs) {
+              const info = await dm.create(s.name, { uuid: s.uuid, readOnly: s.readOnly, minor: s.minor, targets: s.targets });
+              afterCreate(ctx, info, node, readAhead);
+            }
+            return;
+          }
+          if (a.name === undefined) throw usageError('create needs a device NAME (or --concise)');
+          if (major !== undefined && minor === undefined) throw usageError('please give both the major (-j) and the minor (-m) number');
           const opts = { uuid: a.uuid, readOnly: a.readonly, minor };
           if (a.notable) {
             if (a.table !== undefined || a.tableFile !== undefined || a.file !== undefined) {
@@ -99,7 +163,8 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
             return;
           }
           const targets = await readTable(ctx, a);
-          await (await ctx.dm()).create(a.name, { ...opts, targets });
+          const info = await (await ctx.dm()).create(a.name, { ...opts, targets });
+          afterCreate(ctx, info, node, readAhead);
         });
       },
     )
@@ -126,51 +191,66 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
       },
     )
     .command(
-      'suspend [name]',
-      'Suspend a device (flushing and freezing its filesystem unless told not to)',
+      'suspend [names..]',
+      'Suspend devices (flushing and freezing their filesystems unless told not to)',
       (b) =>
         b
-          .positional('name', nameArg)
+          .positional('names', { ...nameArg, array: true })
           .option('uuid', uuidOpt)
           .option('noflush', { type: 'boolean', default: false, describe: 'do not flush queued IO' })
           .option('nolockfs', { type: 'boolean', default: false, describe: 'do not freeze the filesystem' }),
       (argv) => {
-        const a = argv as unknown as { name?: string; uuid?: string; noflush: boolean; nolockfs: boolean };
+        const a = argv as unknown as { names?: string[]; uuid?: string; noflush: boolean; nolockfs: boolean };
         schedule('suspend', async (ctx) => {
-          const id = deviceId(a.name, a.uuid);
-          await (await ctx.dm()).suspend(id, { noflush: a.noflush, nolockfs: a.nolockfs });
+          const ids = await devicesOf(ctx, a.names, a.uuid);
+          const dm = await ctx.dm();
+          // One device after the other, stopping at the first failure, as dmsetup does.
+          for (const id of ids) await dm.suspend(id, { noflush: a.noflush, nolockfs: a.nolockfs });
         });
       },
     )
     .command(
-      'resume [name]',
-      'Resume a device, making a loaded table live',
-      (b) => b.positional('name', nameArg).option('uuid', uuidOpt),
-      (argv) => {
-        const a = argv as unknown as { name?: string; uuid?: string };
-        schedule('resume', async (ctx) => {
-          await (await ctx.dm()).resume(deviceId(a.name, a.uuid));
-        });
-      },
-    )
-    .command(
-      'remove [name]',
-      'Remove a device',
+      'resume [names..]',
+      'Resume devices, making loaded tables live',
       (b) =>
         b
-          .positional('name', nameArg)
+          .positional('names', { ...nameArg, array: true })
+          .option('uuid', uuidOpt)
+          .option('noflush', { type: 'boolean', default: false, describe: 'swapping in a table: do not flush queued IO' })
+          .option('nolockfs', { type: 'boolean', default: false, describe: 'swapping in a table: do not freeze the filesystem' }),
+      (argv) => {
+        const a = argv as unknown as { names?: string[]; uuid?: string; noflush: boolean; nolockfs: boolean; readahead?: string };
+        schedule('resume', async (ctx) => {
+          const readAhead = parseReadAhead(a.readahead);
+          const ids = await devicesOf(ctx, a.names, a.uuid);
+          const dm = await ctx.dm();
+          for (const id of ids) {
+            const info = await dm.resume(id, { noflush: a.noflush, nolockfs: a.nolockfs, ...ctx.udevOptions() });
+            applyReadAhead(ctx, info.name, info.dev, readAhead);
+          }
+        });
+      },
+    )
+    .command(
+      'remove [names..]',
+      'Remove devices',
+      (b) =>
+        b
+          .positional('names', { ...nameArg, array: true })
           .option('uuid', uuidOpt)
           .option('retry', { type: 'boolean', default: false, describe: 'retry while busy (25 x 200 ms)' })
           .option('deferred', { type: 'boolean', default: false, describe: 'if open, remove on last close' })
           .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'load an error table first so IO fails instead of hanging' }),
       (argv) => {
-        const a = argv as unknown as { name?: string; uuid?: string; retry: boolean; deferred: boolean; force: boolean };
+        const a = argv as unknown as { names?: string[]; uuid?: string; retry: boolean; deferred: boolean; force: boolean };
         schedule('remove', async (ctx) => {
-          const id = deviceId(a.name, a.uuid);
+          const ids = await devicesOf(ctx, a.names, a.uuid);
           const dm = await ctx.dm();
-          if (a.force) await replaceWithError(ctx, dm, id, 'remove');
-          const r = await dm.remove(id, { retry: a.retry, deferred: a.deferred });
-          if (r.deferred) ctx.warn(`remove: ${a.name ?? a.uuid} is open; it will be removed on last close`);
+          for (const id of ids) {
+            if (a.force) await replaceWithError(ctx, dm, id, 'remove');
+            const r = await dm.remove(id, { retry: a.retry, deferred: a.deferred, ...ctx.udevOptions() });
+            if (r.deferred) ctx.warn(`remove: ${id.name ?? id.uuid} is open; it will be removed on last close`);
+          }
         });
       },
     )
@@ -224,8 +304,8 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
             throw usageError('give either NEW_NAME or --setuuid UUID');
           }
           const dm = await ctx.dm();
-          if (a.setuuid !== undefined) await dm.setUuid({ name: a.name }, a.setuuid);
-          else await dm.rename({ name: a.name }, a.new!);
+          if (a.setuuid !== undefined) await dm.setUuid({ name: a.name }, a.setuuid, ctx.udevOptions());
+          else await dm.rename({ name: a.name }, a.new!, ctx.udevOptions());
         });
       },
     )

@@ -9,6 +9,10 @@
  *   3  not permitted: not root (checked before opening /dev/mapper/control), or EACCES/EPERM
  *   4  not found: no such device (ENXIO), or a file or device path that does not exist (ENOENT/ENODEV)
  *   5  busy: the device is in use (EBUSY), e.g. remove of an open device without --retry/--deferred
+ *   6  no device-mapper: /dev/mapper/control cannot be opened or made (dm_mod not loaded)
+ *
+ * Every failure prints one line on stderr; with --json the same error is also a JSON document on
+ * stdout, {"error":{"code","errno","message"}} (errno null when there is none).
  */
 import { DmArgumentError, DmError, isSystemError } from '../dm';
 
@@ -19,6 +23,7 @@ export const ExitCode = {
   NOT_PERMITTED: 3,
   NOT_FOUND: 4,
   BUSY: 5,
+  NO_DM: 6,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -28,7 +33,8 @@ export const EXIT_CODE_HELP = `Exit status:
   2  usage error or invalid argument (nothing was sent to the kernel)
   3  not permitted (device-mapper needs root)
   4  not found (no such device: ENXIO, ENOENT)
-  5  busy (EBUSY: the device is open or in use)`;
+  5  busy (EBUSY: the device is open or in use)
+  6  no device-mapper (no /dev/mapper/control: is dm_mod loaded?)`;
 
 /** dmkit's own refusal: the message is for the user, `code` names the case, `exit` says how to leave. */
 export class CliError extends Error {
@@ -86,7 +92,19 @@ export function isExpectedError(e: unknown): boolean {
 
 /** `dmkit: <command>: <message> (<code>)`, the one line every failure prints. */
 export function formatError(command: string, e: unknown): string {
-  const message = e instanceof Error ? e.message : String(e);
   const where = command ? `${command}: ` : '';
-  return `dmkit: ${where}${message} (${errorCode(e)})`;
+  return `dmkit: ${where}${oneLine(errorMessage(e))} (${errorCode(e)})`;
+}
+
+const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+/** Messages can quote kernel text or file contents: an error stays on one line whatever it quotes. */
+const oneLine = (text: string): string => text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+
+/** The --json form of a failure: {"error":{"code","errno","message"}}, errno null when there is none. */
+export function errorJson(command: string, e: unknown): string {
+  const errno = (e as { errno?: unknown } | null)?.errno;
+  const where = command ? `${command}: ` : '';
+  return `${JSON.stringify({
+    error: { code: errorCode(e), errno: typeof errno === 'number' ? errno : null, message: `${where}${oneLine(errorMessage(e))}` },
+  })}\n`;
 }

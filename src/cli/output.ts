@@ -78,7 +78,7 @@ function tablesPresent(info: DeviceInfo): string {
 }
 
 /** dmsetup info's long form (without Read Ahead, which needs the block device node). */
-export function infoText(info: DeviceInfo): string {
+export function infoText(info: DeviceInfo, readAhead?: number): string {
   const state =
     (info.flags.suspended ? 'SUSPENDED' : 'ACTIVE') +
     (info.flags.readOnly ? ' (READ-ONLY)' : '') +
@@ -86,6 +86,7 @@ export function infoText(info: DeviceInfo): string {
   const lines = [
     `Name:              ${info.name}`,
     `State:             ${state}`,
+    ...(readAhead === undefined ? [] : [`Read Ahead:        ${readAhead}`]),
     `Tables present:    ${tablesPresent(info)}`,
     `Open count:        ${info.openCount}`,
     `Event number:      ${info.eventNr}`,

@@ -26,6 +26,61 @@ import {
 } from './output';
 import { parseStatusField, parseTableField } from './parsing';
 import { parseSectors } from './table-text';
+import { blockDeviceName, conciseDevice, lsTree, namesNoDevice, readAheadSectors, resolveDevices } from './compat';
+import { renderReport, type Field } from './report';
+import { reportOptions, type ReportArgs } from './report-options';
+
+/** One row of `info -c`: the device's info plus what the relationship and read-ahead fields need. */
+interface InfoRow {
+  readonly info: DeviceInfo;
+  readonly readAhead: number | undefined;
+  readonly deps: readonly { major: number; minor: number }[];
+  readonly depNames: readonly string[];
+}
+
+async function infoRows(dm: DeviceMapper, infos: readonly DeviceInfo[]): Promise<InfoRow[]> {
+  const list = await dm.list();
+  const nameOf = new Map(list.map((d) => [`${d.dev.major}:${d.dev.minor}`, d.name]));
+  return Promise.all(
+    infos.map(async (info) => {
+      const deps = info.flags.activePresent ? await dm.deps({ name: info.name }).catch(() => []) : [];
+      const depNames = deps.map((d) => nameOf.get(`${d.major}:${d.minor}`)).filter((n): n is string => n !== undefined);
+      return { info, readAhead: readAheadSectors(info.dev), deps, depNames };
+    }),
+  );
+}
+
+const tablesLoaded = (i: DeviceInfo): string =>
+  i.flags.activePresent ? (i.flags.inactivePresent ? 'Both' : 'Live') : i.flags.inactivePresent ? 'Inactive' : 'None';
+
+/** dmsetup's info fields: ids, headings and widths as `dmsetup info -c -o help` and its output show them. */
+const INFO_FIELDS: readonly Field<InfoRow>[] = [
+  { id: 'name', heading: 'Name', width: 16, get: (r) => r.info.name },
+  { id: 'uuid', heading: 'UUID', width: 32, get: (r) => r.info.uuid },
+  { id: 'read_ahead', heading: 'RAhead', width: 6, numeric: true, get: (r) => r.readAhead ?? '' },
+  { id: 'blkdevname', heading: 'BlkDevName', width: 16, get: (r) => blockDeviceName(r.info.dev) },
+  {
+    id: 'attr',
+    heading: 'Stat',
+    width: 4,
+    get: (r) =>
+      (r.info.flags.activePresent ? 'L' : '-') + (r.info.flags.inactivePresent ? 'I' : '-') + (r.info.flags.suspended ? 's' : '-') + (r.info.flags.readOnly ? 'r' : 'w'),
+  },
+  { id: 'tables_loaded', heading: 'Tables', width: 6, get: (r) => tablesLoaded(r.info) },
+  { id: 'suspended', heading: 'Suspended', width: 9, get: (r) => (r.info.flags.suspended ? 'Suspended' : 'Active') },
+  { id: 'readonly', heading: 'Read-only', width: 9, get: (r) => (r.info.flags.readOnly ? 'Read-only' : 'Writeable') },
+  { id: 'devno', heading: 'DevNo', width: 5, get: (r) => `${r.info.dev.major}:${r.info.dev.minor}` },
+  { id: 'major', heading: 'Maj', width: 3, numeric: true, get: (r) => r.info.dev.major },
+  { id: 'minor', heading: 'Min', width: 3, numeric: true, get: (r) => r.info.dev.minor },
+  { id: 'open', heading: 'Open', width: 4, numeric: true, get: (r) => r.info.openCount },
+  { id: 'segments', heading: 'Targ', width: 4, numeric: true, get: (r) => r.info.targetCount },
+  { id: 'events', heading: 'Event', width: 6, numeric: true, get: (r) => r.info.eventNr },
+  { id: 'device_count', heading: '#Devs', width: 5, numeric: true, get: (r) => r.deps.length },
+  { id: 'devs_used', heading: 'DevNamesUsed', width: 16, get: (r) => r.depNames.join(',') },
+  { id: 'devnos_used', heading: 'DevNosUsed', width: 16, get: (r) => r.deps.map((d) => `${d.major}:${d.minor}`).join(',') },
+  { id: 'blkdevs_used', heading: 'BlkDevNamesUsed', width: 16, get: (r) => r.deps.map((d) => blockDeviceName(d)).join(',') },
+];
+const INFO_DEFAULT = ['name', 'major', 'minor', 'attr', 'open', 'segments', 'events', 'uuid'];
 
 /** dmkit's own version, from the package.json above this file (src/cli or dist/src/cli). */
 export function dmkitVersion(): string {
@@ -121,13 +176,28 @@ function linesCommand(kind: Lines): CommandGroup {
           .option('json', jsonOpt);
         return kind === 'status'
           ? c.option('noflush', noflushOpt)
-          : c.option('showkeys', { type: 'boolean', default: false, describe: 'show crypt keys' });
+          : c
+              .option('showkeys', { type: 'boolean', default: false, describe: 'show crypt keys' })
+              .option('concise', { type: 'boolean', default: false, describe: 'name,uuid,minor,ro|rw,line[,line]... per device, ";" between' });
       },
       (argv) => {
-        const a = argv as unknown as QueryArgs & { target?: string; noflush?: boolean; showkeys?: boolean };
+        const a = argv as unknown as QueryArgs & { target?: string; noflush?: boolean; showkeys?: boolean; concise?: boolean };
         schedule(kind, async (ctx) => {
-          const id = optionalDeviceId(a.name, a.uuid);
+          const id = namesNoDevice(ctx, a.name === undefined ? [] : [a.name], a.uuid)
+            ? undefined
+            : (await resolveDevices(ctx, a.name === undefined ? [] : [a.name], a.uuid))[0];
           const dm = await ctx.dm();
+          if (a.concise) {
+            const ids: DevId[] = id ? [id] : (await dm.list()).sort((x, z) => (x.name < z.name ? -1 : x.name > z.name ? 1 : 0)).map((d) => ({ name: d.name }));
+            const parts: string[] = [];
+            for (const dev of ids) {
+              const info = await dm.info(dev, { inactive: a.inactive });
+              const lines = (await dm.table(dev, { inactive: a.inactive })).map((t) => tableLineText(a.showkeys ? t : maskCryptKey(t)));
+              parts.push(conciseDevice(info.name, info.uuid, info.dev.minor, info.flags.readOnly, lines));
+            }
+            if (parts.length > 0) ctx.print(parts.join(';'));
+            return;
+          }
           const read = async (dev: DevId): Promise<Array<{ text: string; json: Json }>> => {
             const lines =
               kind === 'status'
@@ -182,34 +252,46 @@ export const queryCommands: CommandGroup = (y, schedule) => {
   y = linesCommand('table')(y, schedule);
   return y
     .command(
-      'info [name]',
-      'Show device state (all devices when NAME is omitted)',
-      (b) => b.positional('name', nameArg).option('uuid', uuidOpt).option('inactive', inactiveOpt).option('json', jsonOpt),
+      'info [names..]',
+      'Show device state (all devices when NAME is omitted); -c for columns',
+      (b) =>
+        reportOptions(
+          b.positional('names', { ...nameArg, array: true }).option('uuid', uuidOpt).option('inactive', inactiveOpt).option('json', jsonOpt),
+        ),
       (argv) => {
-        const a = argv as unknown as QueryArgs;
+        const a = argv as unknown as Omit<QueryArgs, 'name'> & ReportArgs & { names?: string[]; o?: string };
         schedule('info', async (ctx) => {
-          const id = optionalDeviceId(a.name, a.uuid);
+          const names = a.names ?? [];
+          const all = namesNoDevice(ctx, names, a.uuid);
+          const ids = all ? [] : await resolveDevices(ctx, names, a.uuid);
           const dm = await ctx.dm();
-          if (id) {
-            const info = await dm.info(id, { inactive: a.inactive });
-            if (a.json) ctx.printJson(infoJson(info));
-            else ctx.print(infoText(info));
-            return;
+          const infos: DeviceInfo[] = all
+            ? (await forEachDevice(dm, (d) => dm.info({ name: d.name }, { inactive: a.inactive }))).map((r) => r.value)
+            : await Promise.all(ids.map((id) => dm.info(id, { inactive: a.inactive })));
+          if (a.json) {
+            ctx.printJson(all ? { devices: infos.map(infoJson) } : infos.length === 1 ? infoJson(infos[0]!) : { devices: infos.map(infoJson) });
+          } else if (a.columns || a.o !== undefined) {
+            ctx.write(renderReport(await infoRows(dm, infos), INFO_FIELDS, INFO_DEFAULT, a.report));
+          } else if (infos.length === 0) {
+            ctx.print('No devices found');
+          } else {
+            // dmsetup ends each device's block with an empty line, the last one too.
+            ctx.print(...infos.map((i) => `${infoText(i, readAheadSectors(i.dev))}\n`));
           }
-          const all = await forEachDevice(dm, (d) => dm.info({ name: d.name }, { inactive: a.inactive }));
-          const infos: DeviceInfo[] = all.map((r) => r.value);
-          if (a.json) ctx.printJson({ devices: infos.map(infoJson) });
-          else if (infos.length === 0) ctx.print('No devices found');
-          else ctx.print(...infos.map((i) => `${infoText(i)}\n`));
         });
       },
     )
     .command(
       'ls',
-      'List devices: name (major:minor)',
-      (b) => b.option('target', targetOpt).option('json', jsonOpt),
+      'List devices: name (major:minor); --tree, -o devname|blkdevname|devno (and ascii for --tree)',
+      (b) =>
+        b
+          .option('target', targetOpt)
+          .option('json', jsonOpt)
+          .option('tree', { type: 'boolean', default: false, describe: 'show what each device uses, as a tree' })
+          .option('o', { type: 'string', requiresArg: true, describe: 'devname, blkdevname or devno; with --tree also ascii' }),
       (argv) => {
-        const a = argv as unknown as { target?: string; json: boolean };
+        const a = argv as unknown as { target?: string; json: boolean; tree: boolean; o?: string };
         schedule('ls', async (ctx) => {
           const dm = await ctx.dm();
           let devices = (await dm.list()).sort((x, z) => (x.name < z.name ? -1 : x.name > z.name ? 1 : 0));
@@ -224,8 +306,23 @@ export const queryCommands: CommandGroup = (y, schedule) => {
             });
           } else if (devices.length === 0) {
             ctx.print('No devices found');
+          } else if (a.tree) {
+            const withDeps = await Promise.all(devices.map(async (d) => ({ ...d, deps: await dm.deps({ name: d.name }).catch(() => []) })));
+            ctx.print(...lsTree(withDeps, (a.o ?? '').split(',').includes('ascii')));
           } else {
-            ctx.print(...devices.map((d) => lsLine(d.name, d.dev)));
+            const how = a.o ?? 'devno';
+            if (!['devno', 'devname', 'blkdevname'].includes(how)) throw usageError(`ls -o takes devno, devname or blkdevname, got ${JSON.stringify(how)}`);
+            ctx.print(
+              ...devices.map((d) =>
+                how === 'devname'
+                  ? `${d.name}\t(${d.name})`
+                  : how === 'blkdevname'
+                    ? `${d.name}\t(${blockDeviceName(d.dev)})`
+                    : a.target !== undefined
+                      ? `${d.name}\t(${d.dev.major}, ${d.dev.minor})` // dmsetup's --target listing prints "maj, min"
+                      : lsLine(d.name, d.dev),
+              ),
+            );
           }
         });
       },

@@ -8,8 +8,11 @@ import { sectors, type Sectors } from '../units';
 import { CliError, ExitCode } from './errors';
 
 export interface Runtime {
-  /** Opens the control device. Called at most once per run, and only by commands that need it. */
-  openDm(): DeviceMapper | Promise<DeviceMapper>;
+  /**
+   * Opens the control device. Called at most once per run, and only by commands that need it.
+   * `udev: 'off'` is dmsetup --noudevsync: no cookie sync, dmkit makes the /dev/mapper nodes.
+   */
+  openDm(options?: { udev?: 'auto' | 'off' }): DeviceMapper | Promise<DeviceMapper>;
   stdout(text: string): void;
   stderr(text: string): void;
   /** Effective uid: device-mapper commands refuse to start unless it is 0. */
@@ -48,7 +51,8 @@ async function readAllStdin(): Promise<string | undefined> {
 /** The real process: native control device, process streams, real uid. */
 export function nodeRuntime(): Runtime {
   return {
-    openDm: () => DeviceMapper.open({ warn: (message) => void process.stderr.write(`dmkit: warning: ${message}\n`) }),
+    openDm: (options = {}) =>
+      DeviceMapper.open({ ...options, warn: (message) => void process.stderr.write(`dmkit: warning: ${message}\n`) }),
     stdout: (text) => void process.stdout.write(text),
     stderr: (text) => void process.stderr.write(text),
     uid: typeof process.geteuid === 'function' ? process.geteuid() : 0,

@@ -3,7 +3,7 @@
  * Blank lines and lines starting with '#' are skipped, as dmsetup does; params are the rest of the line
  * with the surrounding whitespace trimmed.
  */
-import type { TargetLine } from '../dm';
+import { checkTargetType, type TargetLine } from '../dm';
 import { sectors, type Sectors } from '../units';
 import { usageError } from './errors';
 
@@ -20,6 +20,12 @@ export function parseSectors(text: string, what: string): Sectors {
   return sectors(n);
 }
 
+/** A target type the kernel can be asked for: 1..15 bytes (DmArgumentError, exit 2, before any ioctl). */
+function checkType(type: string, where: string): string {
+  checkTargetType(type, where);
+  return type;
+}
+
 /** Parses table text; `source` names where it came from for error messages (`--table`, a file, stdin). */
 export function parseTable(text: string, source: string): TargetLine[] {
   const targets: TargetLine[] = [];
@@ -32,7 +38,7 @@ export function parseTable(text: string, source: string): TargetLine[] {
     targets.push({
       start: parseSectors(m[1]!, `${where}: start`),
       length: parseSectors(m[2]!, `${where}: length`),
-      type: m[3]!,
+      type: checkType(m[3]!, where),
       params: m[4] ?? '',
     });
   });

@@ -1,5 +1,6 @@
 /** Device identifiers and the checks the kernel would otherwise fail with a bare EINVAL. */
 import { DM_NAME_LEN, DM_UUID_LEN } from './abi';
+import { describeValue } from './check';
 import { DmArgumentError } from './errors';
 
 /** A device by name or by uuid (never both: the kernel rejects a header carrying both). */
@@ -15,12 +16,12 @@ const byteLength = (s: string): number => Buffer.byteLength(s, 'utf8');
 /** Names become /dev/mapper/<name>: non-empty, under 128 bytes, no '/', not '.' or '..'. */
 export function validateName(name: unknown): asserts name is string {
   const bad = (why: string): never => {
-    throw new DmArgumentError('ERR_DM_INVALID_NAME', `invalid device name ${JSON.stringify(name)}: ${why}`);
+    throw new DmArgumentError('ERR_DM_INVALID_NAME', `invalid device name ${describeValue(name)}: ${why}`);
   };
   if (typeof name !== 'string') bad('not a string');
   const s = name as string;
   if (s.length === 0) bad('empty');
-  if (byteLength(s) >= DM_NAME_LEN) bad(`must be under ${DM_NAME_LEN} bytes`);
+  if (s.length >= DM_NAME_LEN || byteLength(s) >= DM_NAME_LEN) bad(`must be under ${DM_NAME_LEN} bytes`);
   if (s.includes('/')) bad("contains '/'");
   if (s.includes('\0')) bad('contains NUL');
   if (s === '.' || s === '..') bad("'.' and '..' are reserved");
@@ -28,12 +29,12 @@ export function validateName(name: unknown): asserts name is string {
 
 export function validateUuid(uuid: unknown): asserts uuid is string {
   const bad = (why: string): never => {
-    throw new DmArgumentError('ERR_DM_INVALID_UUID', `invalid device uuid ${JSON.stringify(uuid)}: ${why}`);
+    throw new DmArgumentError('ERR_DM_INVALID_UUID', `invalid device uuid ${describeValue(uuid)}: ${why}`);
   };
   if (typeof uuid !== 'string') bad('not a string');
   const s = uuid as string;
   if (s.length === 0) bad('empty');
-  if (byteLength(s) >= DM_UUID_LEN) bad(`must be under ${DM_UUID_LEN} bytes`);
+  if (s.length >= DM_UUID_LEN || byteLength(s) >= DM_UUID_LEN) bad(`must be under ${DM_UUID_LEN} bytes`);
   if (s.includes('\0')) bad('contains NUL');
 }
 

@@ -41,6 +41,17 @@ import {
   type DevId,
   type NameId,
 } from './dev-id';
+import {
+  checkChoice,
+  checkFlag,
+  checkFunction,
+  checkInteger,
+  checkOptions,
+  checkSectorsArg,
+  checkSignal,
+  checkString,
+  describeValue,
+} from './check';
 import { DmArgumentError, DmError, DmMalformedReplyError, isSystemError } from './errors';
 import {
   checkTargetType,
@@ -155,6 +166,11 @@ export interface UdevOptions {
   readonly udevCookie?: number;
   readonly udevFlags?: number;
 }
+/** dmsetup resume --noflush/--nolockfs: how the kernel suspends internally when it swaps in a loaded table. */
+export interface ResumeOptions extends UdevOptions {
+  readonly noflush?: boolean;
+  readonly nolockfs?: boolean;
+}
 export interface RemoveOptions extends UdevOptions {
   readonly deferred?: boolean;
   /** Retry EBUSY: true for 25 x 200 ms, like dmsetup --retry. */
@@ -208,6 +224,37 @@ const EMPTY = Buffer.alloc(0);
 
 const flagIf = (on: boolean | undefined, flag: number): number => (on ? flag : 0);
 
+/** The /dev root and buffer sizes are bounded: a reply buffer is allocated at the size asked for. */
+const MIN_BUFFER = 1024;
+const PATH_MAX_BYTES = 4095;
+
+/** Checks every DeviceMapper option before anything is opened or allocated. */
+function checkDeviceMapperOptions(options: DeviceMapperOptions | undefined): DeviceMapperOptions {
+  const o = checkOptions(options, 'DeviceMapper options') as DeviceMapperOptions;
+  checkFunction(o.sleep, 'sleep');
+  checkFunction(o.warn, 'warn');
+  if (o.initialBufferSize !== undefined) checkInteger(o.initialBufferSize, MIN_BUFFER, DM_BUFFER_MAX, 'initialBufferSize');
+  if (o.maxBufferSize !== undefined) checkInteger(o.maxBufferSize, MIN_BUFFER, DM_BUFFER_MAX, 'maxBufferSize');
+  if (o.initialBufferSize !== undefined && o.maxBufferSize !== undefined && o.initialBufferSize > o.maxBufferSize) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `initialBufferSize ${o.initialBufferSize} exceeds maxBufferSize ${o.maxBufferSize}`);
+  }
+  if (o.system !== undefined && (typeof o.system !== 'object' || o.system === null)) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `system must be a DmSystem, got ${describeValue(o.system)}`);
+  }
+  if (o.devDir !== undefined) checkString(o.devDir, PATH_MAX_BYTES, 'devDir');
+  checkChoice(o.nodes, ['auto', 'off'], 'nodes');
+  checkChoice(o.udev, ['auto', 'off'], 'udev');
+  if (o.udevTimeoutMs !== undefined) checkInteger(o.udevTimeoutMs, 0, 3_600_000, 'udevTimeoutMs');
+  return o;
+}
+
+/** A method's options bag with its boolean fields checked. */
+function flagOptions<T extends object>(opts: T | undefined, what: string, flags: readonly (keyof T & string)[]): T {
+  const o = checkOptions(opts, `${what} options`) as T;
+  for (const f of flags) checkFlag(o[f], `${what} option ${f}`);
+  return o;
+}
+
 function idFields(id: DevId): Pick<Request, 'device' | 'name' | 'uuid'> {
   validateDevId(id);
   return id.name !== undefined
@@ -216,21 +263,30 @@ function idFields(id: DevId): Pick<Request, 'device' | 'name' | 'uuid'> {
 }
 
 function checkU32(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} must be a u32, got ${value}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} must be a u32, got ${describeValue(value)}`);
   }
   return value;
 }
 
 function checkRange(value: number, max: number, what: string): void {
-  if (!Number.isInteger(value) || value < 0 || value > max) {
-    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} must be an integer in 0..${max}, got ${value}`);
-  }
+  checkInteger(value, 0, max, what);
+}
+
+/** The udev fields of resume/remove/rename/setUuid options, checked up front. */
+function checkUdevOptions<T extends UdevOptions>(opts: T | undefined, what: string): T {
+  const o = checkOptions(opts, `${what} options`) as T;
+  if (o.udevCookie !== undefined) checkU32(o.udevCookie, 'udev cookie');
+  if (o.udevFlags !== undefined) checkUdevFlags(o.udevFlags);
+  return o;
 }
 
 function retryPolicy(retry: RemoveOptions['retry']): RetryPolicy {
-  if (!retry) return { count: 1, intervalMs: 0 };
-  const policy = retry === true ? DEFAULT_REMOVE_RETRY : { ...DEFAULT_REMOVE_RETRY, ...retry };
+  if (retry === undefined || retry === false) return { count: 1, intervalMs: 0 };
+  if (retry !== true && (typeof retry !== 'object' || retry === null || Array.isArray(retry))) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `retry must be a boolean or {count, intervalMs}, got ${describeValue(retry)}`);
+  }
+  const policy = retry === true ? DEFAULT_REMOVE_RETRY : { count: retry.count ?? DEFAULT_REMOVE_RETRY.count, intervalMs: retry.intervalMs ?? DEFAULT_REMOVE_RETRY.intervalMs };
   checkRange(policy.count, 10_000, 'retry count');
   checkRange(policy.intervalMs, 3_600_000, 'retry interval');
   return policy;
@@ -266,6 +322,34 @@ const toStatus = (t: TargetLine): TargetStatus => ({
   status: t.params,
 });
 
+/**
+ * Opening /dev/mapper/control failed: a DmError with the errno's code and a message that says what to
+ * do. ENOENT/ENODEV/ENXIO mean there is no device-mapper (dm_mod not loaded, or no node and no sysfs
+ * entry to make one from): code ERR_DM_NO_CONTROL, the errno kept in `errno`.
+ */
+export function controlOpenError(e: unknown): unknown {
+  if (e instanceof DmError) return e;
+  if (!isSystemError(e)) {
+    return new DmError(`cannot open /dev/mapper/control: ${e instanceof Error ? e.message : describeValue(e)}`, {
+      code: 'ERR_DM_NO_CONTROL',
+      command: 'open',
+      cause: e,
+    });
+  }
+  const missing = e.code === 'ENOENT' || e.code === 'ENODEV' || e.code === 'ENXIO';
+  const hint = missing
+    ? 'device-mapper is not available (is the dm_mod module loaded? try: modprobe dm_mod)'
+    : e.code === 'EACCES' || e.code === 'EPERM'
+      ? 'permission denied (device-mapper needs root or CAP_SYS_ADMIN)'
+      : e.message;
+  return new DmError(`cannot open /dev/mapper/control: ${hint}`, {
+    code: missing ? 'ERR_DM_NO_CONTROL' : e.code,
+    errno: e.errno,
+    command: 'open',
+    cause: e,
+  });
+}
+
 function wrapTransportError(e: unknown, command: string, device: string | undefined): unknown {
   if (e instanceof DmError || !isSystemError(e)) return e;
   const where = device === undefined ? command : `${command} (${device})`;
@@ -299,6 +383,10 @@ export class DeviceMapper {
     readonly transport: DmTransport,
     options: DeviceMapperOptions = {},
   ) {
+    options = checkDeviceMapperOptions(options);
+    if (typeof transport !== 'object' || transport === null || typeof transport.ioctl !== 'function') {
+      throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `transport must be a DmTransport, got ${describeValue(transport)}`);
+    }
     this.sleep = options.sleep ?? ((ms) => delay(ms));
     this.initialBufferSize = options.initialBufferSize ?? DM_BUFFER_INITIAL;
     this.maxBufferSize = options.maxBufferSize ?? DM_BUFFER_MAX;
@@ -317,7 +405,14 @@ export class DeviceMapper {
 
   /** Opens /dev/mapper/control (creating the node if needed), with the native system for nodes and udev. */
   static open(options: DeviceMapperOptions = {}): DeviceMapper {
-    return new DeviceMapper(NativeTransport.open(), { ...options, system: options.system ?? nativeSystem() });
+    const o = checkDeviceMapperOptions(options);
+    let transport: NativeTransport;
+    try {
+      transport = NativeTransport.open();
+    } catch (e) {
+      throw controlOpenError(e);
+    }
+    return new DeviceMapper(transport, { ...o, system: o.system ?? nativeSystem() });
   }
 
   /** Ends a running events() iteration, then closes the transport. */
@@ -347,6 +442,7 @@ export class DeviceMapper {
   }
 
   async removeAll(opts: { deferred?: boolean } = {}): Promise<void> {
+    opts = flagOptions(opts, 'removeAll', ['deferred']);
     await this.run(DmCommand.REMOVE_ALL, { flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE) }, () => undefined);
     if (this.managedNodes()) await this.mknodes().catch((e: unknown) => this.nodeWarning('remove all', e));
   }
@@ -365,6 +461,7 @@ export class DeviceMapper {
 
   async create(name: string, opts: CreateOptions = {}): Promise<DeviceInfo> {
     validateName(name);
+    opts = flagOptions(opts, 'create', ['readOnly']);
     if (opts.uuid !== undefined) validateUuid(opts.uuid);
     if (opts.targets) encodeTargets(opts.targets); // reject a bad table before creating anything
     const request: Request = {
@@ -379,6 +476,7 @@ export class DeviceMapper {
   }
 
   async load(id: DevId, targets: readonly TargetLine[], opts: LoadOptions = {}): Promise<DeviceInfo> {
+    opts = flagOptions(opts, 'load', ['readOnly']);
     const request: Request = {
       ...idFields(id),
       payload: encodeTargets(targets),
@@ -393,16 +491,19 @@ export class DeviceMapper {
   }
 
   async suspend(id: DevId, opts: SuspendOptions = {}): Promise<DeviceInfo> {
+    opts = flagOptions(opts, 'suspend', ['noflush', 'nolockfs']);
     const flags =
       DmFlag.SUSPEND | flagIf(opts.noflush, DmFlag.NOFLUSH) | flagIf(opts.nolockfs, DmFlag.SKIP_LOCKFS);
     return this.run(DmCommand.DEV_SUSPEND, { ...idFields(id), flags }, (r) => infoFromHeader(r.header));
   }
 
   /** Resumes (DEV_SUSPEND without SUSPEND): udev-synced, and makes /dev/mapper/NAME when dmkit owns nodes. */
-  async resume(id: DevId, opts: UdevOptions = {}): Promise<DeviceInfo> {
+  async resume(id: DevId, opts: ResumeOptions = {}): Promise<DeviceInfo> {
     const fields = idFields(id);
+    opts = checkUdevOptions(flagOptions(opts, 'resume', ['noflush', 'nolockfs']), 'resume');
+    const flags = flagIf(opts.noflush, DmFlag.NOFLUSH) | flagIf(opts.nolockfs, DmFlag.SKIP_LOCKFS);
     const info = await this.udevSynced('resume', opts, (eventNr) =>
-      this.run(DmCommand.DEV_SUSPEND, { ...fields, eventNr }, (r) => infoFromHeader(r.header)),
+      this.run(DmCommand.DEV_SUSPEND, { ...fields, flags, eventNr }, (r) => infoFromHeader(r.header)),
     );
     this.updateNodes(`resume ${info.name}`, (nodes) => void nodes.ensure(info.name, info.dev));
     return info;
@@ -410,6 +511,7 @@ export class DeviceMapper {
 
   /** Removes a device: udev-synced, and deletes /dev/mapper/NAME when dmkit owns nodes (unless deferred). */
   async remove(id: DevId, opts: RemoveOptions = {}): Promise<RemoveResult> {
+    opts = checkUdevOptions(flagOptions(opts, 'remove', ['deferred']), 'remove');
     const request: Request = { ...idFields(id), flags: flagIf(opts.deferred, DmFlag.DEFERRED_REMOVE) };
     const policy = retryPolicy(opts.retry);
     const name = id.name ?? (await this.nodeName(id));
@@ -429,6 +531,7 @@ export class DeviceMapper {
   async rename(id: NameId, newName: string, opts: UdevOptions = {}): Promise<UeventResult> {
     validateNameId(id);
     validateName(newName);
+    opts = checkUdevOptions(opts, 'rename');
     const request: Request = { ...idFields(id), payload: encodeCString(newName, 'new name') };
     const result = await this.udevSynced('rename', opts, (eventNr) =>
       this.run(DmCommand.DEV_RENAME, { ...request, eventNr }, (r) => ueventResult(r.header)),
@@ -441,6 +544,7 @@ export class DeviceMapper {
   async setUuid(id: NameId, uuid: string, opts: UdevOptions = {}): Promise<UeventResult> {
     validateNameId(id);
     validateUuid(uuid);
+    opts = checkUdevOptions(opts, 'setUuid');
     const request: Request = { ...idFields(id), flags: DmFlag.UUID, payload: encodeCString(uuid, 'new uuid') };
     return this.udevSynced('set uuid', opts, (eventNr) =>
       this.run(DmCommand.DEV_RENAME, { ...request, eventNr }, (r) => ueventResult(r.header)),
@@ -464,6 +568,8 @@ export class DeviceMapper {
    * `break`, return(), the signal or close() end it at once. Await `ready` before causing events.
    */
   events(opts: EventsOptions = {}): DmEventStream {
+    opts = checkOptions(opts, 'events options');
+    checkSignal(opts.signal, 'events option signal');
     const wait = this.transport.waitReadable?.bind(this.transport);
     if (!wait) throw new DmError('this transport cannot wait for events', { code: 'ERR_DM_UNSUPPORTED' });
     if (this.eventStream && !this.eventStream.done) {
@@ -482,11 +588,13 @@ export class DeviceMapper {
   }
 
   async info(id: DevId, opts: QueryOptions = {}): Promise<DeviceInfo> {
+    opts = flagOptions(opts, 'info', ['inactive']);
     const request: Request = { ...idFields(id), flags: flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE) };
     return this.run(DmCommand.DEV_STATUS, request, (r) => infoFromHeader(r.header));
   }
 
   async table(id: DevId, opts: QueryOptions = {}): Promise<TargetLine[]> {
+    opts = flagOptions(opts, 'table', ['inactive']);
     const flags = DmFlag.STATUS_TABLE | flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE);
     return this.run(DmCommand.TABLE_STATUS, { ...idFields(id), flags, returnsData: true }, (r) =>
       decodeTargets(r.buffer, r.header),
@@ -494,6 +602,7 @@ export class DeviceMapper {
   }
 
   async status(id: DevId, opts: StatusOptions = {}): Promise<TargetStatus[]> {
+    opts = flagOptions(opts, 'status', ['inactive', 'noflush']);
     const flags = flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE) | flagIf(opts.noflush, DmFlag.NOFLUSH);
     return this.run(DmCommand.TABLE_STATUS, { ...idFields(id), flags, returnsData: true }, (r) =>
       decodeTargets(r.buffer, r.header).map(toStatus),
@@ -501,6 +610,7 @@ export class DeviceMapper {
   }
 
   async deps(id: DevId, opts: QueryOptions = {}): Promise<DevNum[]> {
+    opts = flagOptions(opts, 'deps', ['inactive']);
     const flags = flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE);
     return this.run(DmCommand.TABLE_DEPS, { ...idFields(id), flags, returnsData: true }, (r) =>
       decodeDeps(r.buffer, r.header),
@@ -512,6 +622,8 @@ export class DeviceMapper {
    * and single-target tables). Resolves with the target's reply when it gave one (DATA_OUT).
    */
   async message(id: DevId, sector: Sectors | undefined, text: string): Promise<string | undefined> {
+    validateDevId(id);
+    if (sector !== undefined) checkSectorsArg(sector, 'message sector');
     const payload = encodeTargetMsg(sector ?? sectors(0), text);
     const request: Request = { ...idFields(id), payload, returnsData: true };
     return this.run(DmCommand.TARGET_MSG, request, (r) =>
@@ -550,6 +662,8 @@ export class DeviceMapper {
    * The wait occupies one libuv pool thread until the event arrives.
    */
   async waitEvent(id: DevId, eventNr: number, opts: StatusOptions = {}): Promise<WaitResult> {
+    validateDevId(id);
+    opts = flagOptions(opts, 'waitEvent', ['inactive', 'noflush']);
     const flags = flagIf(opts.inactive, DmFlag.QUERY_INACTIVE_TABLE) | flagIf(opts.noflush, DmFlag.NOFLUSH);
     const request: Request = { ...idFields(id), flags, eventNr: checkU32(eventNr, 'event number'), returnsData: true };
     return this.run(DmCommand.DEV_WAIT, request, (r) => ({
@@ -559,6 +673,10 @@ export class DeviceMapper {
   }
 
   async setGeometry(id: DevId, g: Geometry): Promise<void> {
+    validateDevId(id);
+    if (typeof g !== 'object' || g === null) {
+      throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `geometry must be {cylinders, heads, sectors, start}, got ${describeValue(g)}`);
+    }
     checkRange(g.cylinders, 0xffff, 'cylinders');
     checkRange(g.heads, 0xff, 'heads');
     checkRange(g.sectors, 0xff, 'sectors per track');

@@ -17,7 +17,10 @@ import {
   writeU32,
   writeU64,
 } from './abi';
+import { describeValue } from './check';
 import { DmArgumentError, DmMalformedReplyError } from './errors';
+
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
 export const DM_TARGET_SPEC_SIZE = 40;
 const SPEC_TYPE_OFFSET = 24;
@@ -40,6 +43,7 @@ function invalidTarget(index: number, why: string): DmArgumentError {
 
 /** A NUL-free string as bytes plus its terminating NUL. */
 export function encodeCString(text: string, what: string): Buffer {
+  if (typeof text !== 'string') throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} must be a string, got ${describeValue(text)}`);
   const bytes = Buffer.from(text, 'utf8');
   if (bytes.includes(0)) throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${what} contains a NUL byte`);
   return Buffer.concat([bytes, Buffer.alloc(1)]);
@@ -47,6 +51,10 @@ export function encodeCString(text: string, what: string): Buffer {
 
 /** Checks a target type name: 1..15 bytes, so it fits dm_target_spec.target_type with its NUL. */
 export function checkTargetType(type: string, what: string): Buffer {
+  // Type and length before Buffer.from: it would take {length: 2 ** 32} as an array-like and allocate.
+  if (typeof type !== 'string' || type.length >= DM_MAX_TYPE_NAME) {
+    throw new DmArgumentError('ERR_DM_INVALID_TARGET', `${what}: type ${describeValue(type)} must be 1..15 bytes of text`);
+  }
   const bytes = Buffer.from(type, 'utf8');
   if (bytes.length === 0 || bytes.length >= DM_MAX_TYPE_NAME || bytes.includes(0) || /\s/.test(type)) {
     throw new DmArgumentError('ERR_DM_INVALID_TARGET', `${what}: type ${JSON.stringify(type)} must be 1..15 bytes`);
@@ -55,10 +63,12 @@ export function checkTargetType(type: string, what: string): Buffer {
 }
 
 function encodeTarget(t: TargetLine, index: number): Buffer {
+  if (typeof t !== 'object' || t === null) throw invalidTarget(index, `must be a target line object, got ${describeValue(t)}`);
   if (typeof t.start !== 'bigint' || typeof t.length !== 'bigint') {
     throw invalidTarget(index, 'start/length must be Sectors');
   }
   if (t.length <= 0n) throw invalidTarget(index, 'length must be positive');
+  if (t.start < 0n || t.start > U64_MAX || t.length > U64_MAX) throw invalidTarget(index, 'start/length must fit a u64');
   if (typeof t.params !== 'string') throw invalidTarget(index, 'params must be a string');
   const type = checkTargetType(t.type, `target ${index}`);
   const params = Buffer.from(t.params, 'utf8');
@@ -188,6 +198,9 @@ export function decodeDeps(b: Buffer, h: DmHeader): DevNum[] {
 
 /** TARGET_MSG payload: sector u64, then the NUL-terminated message. */
 export function encodeTargetMsg(sector: Sectors, message: string): Buffer {
+  if (typeof sector !== 'bigint' || sector < 0n || sector > U64_MAX) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `a target message's sector must be Sectors (a u64 bigint), got ${describeValue(sector)}`);
+  }
   if (typeof message !== 'string' || message.length === 0) {
     throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', 'a target message must be a non-empty string');
   }

@@ -15,6 +15,8 @@
  */
 import { randomInt } from 'node:crypto';
 import { DmArgumentError } from './errors';
+import { describeValue } from './check';
+
 import type { DmSysBinding } from './native';
 
 export const DM_COOKIE_MAGIC = 0x0d4d;
@@ -45,8 +47,8 @@ export const UdevFlag = {
 } as const;
 
 export function checkUdevFlags(flags: number): number {
-  if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) {
-    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `udev flags must be an integer in 0..0xffff, got ${flags}`);
+  if (typeof flags !== 'number' || !Number.isInteger(flags) || flags < 0 || flags > 0xffff) {
+    throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `udev flags must be an integer in 0..0xffff, got ${describeValue(flags)}`);
   }
   return flags;
 }

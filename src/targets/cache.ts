@@ -85,10 +85,17 @@ const isIoMode = (f: string): f is CacheIoMode => (IO_MODES as readonly string[]
 const isMigrationThreshold = (key: string): boolean => key.toLowerCase() === MIGRATION_THRESHOLD;
 
 function normalizePolicyArgs(args: readonly CachePolicyArg[]): CachePolicyArg[] {
-  return args.map((a, i) => {
-    const key = checkWord(TYPE, `policyArgs[${i}].key`, a.key);
+  if (!Array.isArray(args)) throw new TargetParamError('ERR_TARGET_BAD_VALUE', TYPE, 'policyArgs', 'must be an array of {key, value}');
+  // Bounded before anything is walked: a huge array fails here, not after allocating its copy.
+  if (args.length * 2 > MAX_POLICY_WORDS) {
+    throw new TargetParamError('ERR_TARGET_OUT_OF_RANGE', TYPE, 'policyArgs', `more than ${MAX_POLICY_WORDS} policy words`);
+  }
+  return args.map((a: unknown, i) => {
+    if (typeof a !== 'object' || a === null) throw new TargetParamError('ERR_TARGET_BAD_VALUE', TYPE, `policyArgs[${i}]`, 'must be {key, value}');
+    const { key: rawKey, value } = a as { key?: unknown; value?: unknown };
+    const key = checkWord(TYPE, `policyArgs[${i}].key`, rawKey);
     if (isMigrationThreshold(key)) throw conflict(TYPE, `policyArgs[${i}].key`, 'use migrationThreshold instead');
-    return { key, value: checkWord(TYPE, `policyArgs[${i}].value`, a.value) };
+    return { key, value: checkWord(TYPE, `policyArgs[${i}].value`, value) };
   });
 }
 

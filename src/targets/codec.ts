@@ -86,11 +86,17 @@ export interface CodecSpec<P, S, I> {
 }
 
 export function defineCodec<P, S, I>(spec: CodecSpec<P, S, I>): TargetCodec<P, S, I> {
-  const format = (params: I): string => spec.emit(spec.normalize(params));
+  // Every entry point checks the shape of its argument before a field is read: undefined, a number or an
+  // array is a TargetParamError, never a TypeError from deep inside.
+  const normalize = (params: I): P => {
+    checkObject(spec.type, 'params', params);
+    return spec.normalize(params);
+  };
+  const format = (params: I): string => spec.emit(normalize(params));
   return Object.freeze({
     type: spec.type,
     names: Object.freeze([...spec.names]),
-    normalize: spec.normalize,
+    normalize,
     format,
     parse: (text: string) => parseWith(spec, text),
     parseStatus: (text: string) => {
@@ -99,13 +105,24 @@ export function defineCodec<P, S, I>(spec: CodecSpec<P, S, I>): TargetCodec<P, S
       t.end();
       return status;
     },
-    line: (params: I, at: LinePlacement): TargetLine => ({
-      start: checkSectors(spec.type, 'start', at.start),
-      length: checkLength(spec.type, at.length),
-      type: checkTypeName(spec.type, spec.names, at.type),
-      params: format(params),
-    }),
+    line: (params: I, at: LinePlacement): TargetLine => {
+      checkObject(spec.type, 'placement', at);
+      return {
+        start: checkSectors(spec.type, 'start', at.start),
+        length: checkLength(spec.type, at.length),
+        type: checkTypeName(spec.type, spec.names, at.type),
+        params: format(params),
+      };
+    },
   });
+}
+
+/** A plain object argument (params, placement): not null, not an array, not a primitive. */
+export function checkObject(target: string, field: string, value: unknown): void {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;
+    throw new TargetParamError('ERR_TARGET_BAD_VALUE', target, field, `must be an object, got ${got}`);
+  }
 }
 
 /**
@@ -126,7 +143,7 @@ function parseWith<P, S, I>(spec: CodecSpec<P, S, I>, text: string): P {
 
 function checkTypeName(type: string, names: readonly string[], wanted: string | undefined): string {
   if (wanted === undefined) return type;
-  if (!names.includes(wanted)) {
+  if (typeof wanted !== 'string' || !names.includes(wanted)) {
     throw new TargetParamError('ERR_TARGET_BAD_TYPE', type, 'type', `${show(wanted)} is not one of ${names.join(', ')}`);
   }
   return wanted;

@@ -3,6 +3,8 @@ import type { TargetLine } from '../dm/payload';
 import type { Sectors } from '../units';
 import { cache } from './cache';
 import { clone } from './clone';
+import { checkObject } from './codec';
+import { TargetParamError } from './errors';
 import { era } from './era';
 import { flakey } from './flakey';
 import { linear } from './linear';
@@ -70,12 +72,18 @@ export type ForeignTargetLine = LineBase & { readonly kind: null; readonly param
 
 /** Parses every line of a table; lines of unknown targets pass through with params null. */
 export function parseTable(lines: readonly TargetLine[]): (ParsedTargetLine | ForeignTargetLine)[] {
-  return lines.map((line) => {
-    const base = { start: line.start, length: line.length, type: line.type, text: line.params };
-    const kind = KINDS.get(line.type);
-    if (kind === undefined) return { ...base, kind: null, params: null };
-    return { ...base, kind, params: CODECS[kind].parse(line.params) } as ParsedTargetLine;
+  if (!Array.isArray(lines)) throw new TargetParamError('ERR_TARGET_BAD_VALUE', 'table', 'lines', 'must be an array of target lines');
+  return lines.map((line: unknown, i) => {
+    checkObject('table', `lines[${i}]`, line);
+    return parseLine(line as TargetLine);
   });
+}
+
+function parseLine(line: TargetLine): ParsedTargetLine | ForeignTargetLine {
+  const base = { start: line.start, length: line.length, type: line.type, text: line.params };
+  const kind = KINDS.get(line.type);
+  if (kind === undefined) return { ...base, kind: null, params: null };
+  return { ...base, kind, params: CODECS[kind].parse(line.params) } as ParsedTargetLine;
 }
 
 /** Parses an INFO status for a type name; null when the type has no codec. */

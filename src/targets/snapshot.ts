@@ -4,7 +4,7 @@
  * sectors, or one of Invalid, Merge failed, Overflow, Unknown.
  */
 import type { Sectors } from '../units';
-import { checkBool, checkDevice, checkOneOf, checkSectors, conflict, defineCodec, isPowerOfTwo, type TargetCodec } from './codec';
+import { checkBool, checkDevice, checkObject, checkOneOf, checkSectors, conflict, defineCodec, isPowerOfTwo, type TargetCodec } from './codec';
 import { TargetParamError } from './errors';
 import type { Tokens } from './tokens';
 
@@ -113,5 +113,6 @@ export const snapshot = snapshotCodec('snapshot', ['snapshot', 'dmkit-snapshot']
 
 /** A merge has finished once every allocated sector is metadata. */
 export function snapshotMergeDone(status: SnapshotStatus): boolean {
+  checkObject('snapshot-merge', 'status', status);
   return 'allocated' in status && status.allocated === status.metadata;
 }

@@ -145,8 +145,8 @@ export class FakeDm {
     d.suspended = true;
     return this.info_(d);
   }
-  async resume(id: DevId): Promise<DeviceInfo> {
-    this.record('resume', id);
+  async resume(id: DevId, opts?: object): Promise<DeviceInfo> {
+    this.record('resume', id, ...(opts === undefined ? [] : [opts]));
     const d = this.find(id, 'DM_DEV_SUSPEND');
     if (d.inactive) {
       d.live = d.inactive;

@@ -1,0 +1,96 @@
+/**
+ * Issue 12: the CLI's exit codes are the README's table, errors are one line, names/uuids/types are
+ * refused (exit 2) before root is checked or the control node opened, and --json errors are a JSON
+ * document on stdout with the same exit code.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ExitCode } from '../../src/cli/errors';
+import { FakeDm, run } from './cli-fake.test';
+
+const oneLine = (text: string): void => assert.match(text, /^dmkit: [^\n]*\n$/, JSON.stringify(text));
+
+describe('CLI exit codes (issue 12)', () => {
+  test('an option without its value: exit 2, one line, nothing opened', async () => {
+    for (const args of [['info', '--uuid'], ['info', '-u'], ['create', 'x', '--table'], ['create', 'x', '--uuid'], ['status', '--target']]) {
+      const r = await run(args, { uid: 1000 });
+      assert.equal(r.code, ExitCode.USAGE, args.join(' '));
+      oneLine(r.err);
+      assert.match(r.err, /\(ERR_USAGE\)/);
+      assert.equal(r.opened, 0);
+    }
+  });
+
+  test('bad name, uuid or type: exit 2 before root is checked or control opened', async () => {
+    for (const args of [
+      ['info', 'a/b'],
+      ['remove', '..'],
+      ['suspend', 'x'.repeat(200)],
+      ['info', '-u', 'u'.repeat(200)],
+      ['create', 'a/b', '--table', '0 8 zero'],
+      ['create', 'ok', '--uuid', 'u'.repeat(200), '--table', '0 8 zero'],
+      ['create', 'ok', '--table', '0 8 a-type-name-too-long'],
+      ['load', 'ok', '--table', '0 8 a-type-name-too-long'],
+      ['rename', 'ok', 'a/b'],
+      ['rename', 'ok', '--setuuid', 'u'.repeat(200)],
+      ['target-version', 'a-type-name-too-long'],
+      ['mknodes', 'a/b'],
+      ['message', 'a/b', '0', 'hello'],
+      ['wait', 'a/b'],
+    ]) {
+      const r = await run(args, { uid: 1000 });
+      assert.equal(r.code, ExitCode.USAGE, `${args.join(' ')}: ${r.err}`);
+      oneLine(r.err);
+      assert.match(r.err, /\(ERR_DM_INVALID_(NAME|UUID|TARGET)\)/, args.join(' '));
+      assert.equal(r.opened, 0, args.join(' '));
+    }
+  });
+
+  test('no control node: exit 6, its own code and message', async () => {
+    for (const openError of [
+      Object.assign(new Error('cannot open /dev/mapper/control: device-mapper is not available'), { code: 'ERR_DM_NO_CONTROL', errno: 2 }),
+      Object.assign(new Error("ENOENT: no such file or directory, open '/sys/class/misc/device-mapper/dev'"), { code: 'ENOENT', errno: 2 }),
+      Object.assign(new Error('ENODEV: no such device'), { code: 'ENODEV', errno: 19 }),
+    ]) {
+      const r = await run(['ls'], { openError });
+      assert.equal(r.code, ExitCode.NO_DM);
+      oneLine(r.err);
+      assert.match(r.err, /dm_mod.*\(ERR_DM_NO_CONTROL\)\n$/);
+    }
+  });
+
+  test('--json errors: {"error":{code, errno, message}} on stdout, same exit code', async () => {
+    const dm = new FakeDm();
+    const missing = await run(['info', 'nope', '--json'], { dm });
+    assert.equal(missing.code, ExitCode.NOT_FOUND);
+    assert.deepEqual(Object.keys(JSON.parse(missing.out).error), ['code', 'errno', 'message']);
+    assert.deepEqual(JSON.parse(missing.out).error.code, 'ENXIO');
+    assert.equal(JSON.parse(missing.out).error.errno, 6);
+    const usage = await run(['info', 'a/b', '--json'], { dm });
+    assert.equal(usage.code, ExitCode.USAGE);
+    assert.deepEqual(JSON.parse(usage.out), { error: { code: 'ERR_DM_INVALID_NAME', errno: null, message: JSON.parse(usage.out).error.message } });
+    const parse = await run(['info', '--json', '-u'], { dm });
+    assert.equal(parse.code, ExitCode.USAGE);
+    assert.equal(JSON.parse(parse.out).error.code, 'ERR_USAGE');
+    const noDm = await run(['ls', '--json'], { openError: Object.assign(new Error('x'), { code: 'ENOENT', errno: 2 }) });
+    assert.equal(noDm.code, ExitCode.NO_DM);
+    assert.equal(JSON.parse(noDm.out).error.code, 'ERR_DM_NO_CONTROL');
+    // Without --json nothing goes to stdout on failure.
+    assert.equal((await run(['info', 'nope'], { dm })).out, '');
+  });
+
+  test('a multi-line message still prints one line', async () => {
+    const dm = new FakeDm();
+    const r = await run(['create', 'x', '--table', '0 8 zero\nbroken line'], { dm });
+    assert.equal(r.code, ExitCode.USAGE);
+    oneLine(r.err);
+  });
+
+  test("the README's exit-status table is the CLI's", () => {
+    const readme = readFileSync(join(__dirname, '..', '..', '..', 'README.md'), 'utf8');
+    const rows = [...readme.matchAll(/^\| `(\d)` \| `(\w+)` \|/gm)].map((m) => [Number(m[1]), m[2]]);
+    assert.deepEqual(rows, Object.entries(ExitCode).map(([k, v]) => [v, k]));
+  });
+});

@@ -1,0 +1,164 @@
+/**
+ * Hostile callers of the addon (issue 12): each case aborted, segfaulted, hung or wrote where it must
+ * not before the fix. Each runs in a child process (child-run.ts): a crash or a hang fails its test and
+ * shows the child's output. The child prints one line, `RESULT <json>`, which the test checks.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { describeChild, runChild } from './child-run';
+
+/** Prelude for every child: the addon as `a`, and `report` to print the result and exit. */
+const PRELUDE = `
+const a = require(process.env.DMKIT_ADDON);
+const fs = require('node:fs');
+const report = (v) => { process.stdout.write('RESULT ' + JSON.stringify(v) + '\\n'); process.exit(0); };
+const errInfo = (e) => (e && typeof e === 'object') ? { name: e.constructor.name, code: e.code, message: String(e.message) } : { thrown: String(e) };
+const attempt = (f) => { try { return { value: String(f()) }; } catch (e) { return { error: errInfo(e) }; } };
+const settle = (p) => Promise.resolve(p).then((v) => ({ value: v && typeof v === 'object' ? Object.keys(v) : v }), (e) => ({ error: errInfo(e) }));
+`;
+
+function run(body: string, timeoutMs = 20_000): unknown {
+  const r = runChild(PRELUDE + body, { timeoutMs });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  assert.ok(r.status === 0 && !r.signal && line, describeChild(r));
+  return JSON.parse(line.slice('RESULT '.length)) as unknown;
+}
+
+describe('addon: a DataView where a Buffer is expected is a TypeError, not an abort', () => {
+  for (const [name, call] of [
+    ['dmIoctl', `a.dmIoctl(0, 0, new DataView(new ArrayBuffer(400)))`],
+    ['logIndex', `a.logIndex(new DataView(new ArrayBuffer(64)))`],
+    ['imageDigest', `a.imageDigest(new DataView(new ArrayBuffer(64)))`],
+    ['replayImage log', `a.replayImage({ log: new DataView(new ArrayBuffer(64)), table: new Float64Array(0), base: null, length: 0, apply: new Uint32Array(0) })`],
+    ['replayImage base', `a.replayImage({ log: Buffer.alloc(64), table: new Float64Array(0), base: new DataView(new ArrayBuffer(64)), length: 64, apply: new Uint32Array(0) })`],
+  ] as const) {
+    test(name, () => {
+      const got = run(`report(attempt(() => ${call}));`) as { error?: { name: string; code: string } };
+      assert.deepEqual(got.error && { name: got.error.name, code: got.error.code }, { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+    });
+  }
+});
+
+describe('addon: replayImage options that throw while read propagate their exception', () => {
+  const ok = `{ log: Buffer.alloc(1024), table: new Float64Array(0), base: null, length: 512, apply: new Uint32Array(0) }`;
+  for (const [name, opts] of [
+    ['a getter on log throwing a number', `{ get log() { throw 1; } }`],
+    ['a getter on digestOnly throwing an Error', `{ ...${ok}, get digestOnly() { throw new Error('from getter'); } }`],
+    ['a getter on torn.sector', `{ ...${ok}, torn: { entry: 0, get sector() { throw new Error('from getter'); } } }`],
+    ['a Proxy whose get trap throws', `new Proxy({}, { get() { throw new Error('from trap'); } })`],
+  ] as const) {
+    test(name, () => {
+      const got = run(`report(attempt(() => a.replayImage(${opts})));`) as { error?: { thrown?: string; message?: string } };
+      assert.ok(got.error, JSON.stringify(got));
+      assert.ok(got.error.thrown === '1' || /from (getter|trap)/.test(got.error.message ?? ''), JSON.stringify(got));
+    });
+  }
+});
+
+describe('addon: buffers detached while the options are read', () => {
+  // A 64 MiB log in its own ArrayBuffer (mmap'd by the allocator, so freeing it unmaps it). A getter read
+  // after `log`/`table` transfers their memory away and lets it be collected before the worker runs.
+  const setup = `
+    const MiB = 1 << 20;
+    const log = Buffer.from(new ArrayBuffer(64 * MiB));
+    const table = new Float64Array(new ArrayBuffer(32));
+    table.set([0, 65536, 0, 0]); // one 32 MiB data entry at sector 0, its data at log byte 0
+    const opts = { log, table, base: null, length: 32 * MiB, apply: Uint32Array.of(0), digestOnly: true };
+    const detach = (ab) => { structuredClone(ab, { transfer: [ab] }); globalThis.gc(); };
+  `;
+  test('log detached by a getter: a typed error (the worker copied nothing freed)', async () => {
+    const got = run(`${setup}
+      Object.defineProperty(opts, 'digestOnly', { get() { detach(log.buffer); globalThis.gc(); return true; } });
+      let p; try { p = a.replayImage(opts); } catch (e) { report({ error: errInfo(e) }); }
+      settle(p).then(report);`) as { error?: { code: string } };
+    assert.equal(got.error?.code, 'EINVAL', JSON.stringify(got));
+  });
+  test('log detached after replayImage returned: the worker still reads its own copy', () => {
+    const got = run(`${setup}
+      log.fill(7, 0, 1024);
+      const expect = a.imageDigest(Buffer.concat([Buffer.alloc(1024, 7), Buffer.alloc(32 * MiB - 1024)]));
+      const p = a.replayImage(opts);
+      detach(log.buffer);
+      for (let i = 0; i < 4; i++) Buffer.alloc(64 * MiB, 1); // reuse the freed pages if anything would
+      p.then((r) => report({ same: r.digest === expect }), (e) => report({ error: errInfo(e) }));`) as { same?: boolean };
+    assert.equal(got.same, true, JSON.stringify(got));
+  });
+  test('table detached by a getter: a typed error on the JS thread', () => {
+    const got = run(`${setup}
+      Object.defineProperty(opts, 'digestOnly', { get() { detach(table.buffer); return true; } });
+      report(attempt(() => a.replayImage(opts)));`) as { error?: { name: string } };
+    assert.equal(got.error?.name, 'RangeError', JSON.stringify(got));
+  });
+});
+
+describe('addon: file descriptors and paths that are not what they claim', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dmkit-hostile-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('replayImage out naming a FIFO fails instead of never settling', () => {
+    const fifo = join(dir, 'fifo');
+    const got = run(`
+      require('node:child_process').execFileSync('mkfifo', [${JSON.stringify(fifo)}]);
+      settle(a.replayImage({ log: Buffer.alloc(1024), table: new Float64Array(0), base: null, length: 512,
+        apply: new Uint32Array(0), out: ${JSON.stringify(fifo)} })).then(report);`, 15_000) as { error?: { code: string } };
+    assert.ok(got.error && ['EINVAL', 'ENXIO'].includes(got.error.code), JSON.stringify(got));
+  });
+
+  test('eventfdSignal on a regular file: EINVAL and the file is untouched', () => {
+    const file = join(dir, 'regular');
+    const got = run(`
+      fs.writeFileSync(${JSON.stringify(file)}, 'sixteen bytes!!!');
+      const fd = fs.openSync(${JSON.stringify(file)}, 'r+');
+      const r = attempt(() => a.eventfdSignal(fd));
+      report({ ...r, content: fs.readFileSync(${JSON.stringify(file)}, 'utf8') });`) as { error?: { code: string }; content: string };
+    assert.equal(got.error?.code, 'EINVAL', JSON.stringify(got));
+    assert.equal(got.content, 'sixteen bytes!!!');
+  });
+
+  test('eventfdSignal on a full pipe returns at once with EINVAL', () => {
+    const got = run(`
+      const { execFileSync } = require('node:child_process');
+      execFileSync('mkfifo', [${JSON.stringify(join(dir, 'pipe'))}]);
+      const rd = fs.openSync(${JSON.stringify(join(dir, 'pipe'))}, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      const wr = fs.openSync(${JSON.stringify(join(dir, 'pipe'))}, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      try { for (;;) fs.writeSync(wr, Buffer.alloc(65536)); } catch {}
+      // The write end is blocking again, as an unsuspecting caller's fd would be.
+      const blocking = fs.openSync(${JSON.stringify(join(dir, 'pipe'))}, 'w');
+      report(attempt(() => a.eventfdSignal(blocking)));`, 15_000) as { error?: { code: string } };
+    assert.equal(got.error?.code, 'EINVAL', JSON.stringify(got));
+  });
+
+  test('eventfdSignal still signals an eventfd, and a closed fd is EBADF', () => {
+    const got = run(`
+      const e = a.eventfdOpen();
+      a.eventfdSignal(e);
+      const b = Buffer.alloc(8); fs.readSync(e, b);
+      fs.closeSync(e);
+      report({ count: Number(b.readBigUInt64LE()), closed: attempt(() => a.eventfdSignal(e)).error?.code });`) as { count: number; closed: string };
+    assert.deepEqual(got, { count: 1, closed: 'EBADF' });
+  });
+
+  test('pollReadable on a closed fd rejects with EBADF (either side)', () => {
+    const got = run(`
+      const e = a.eventfdOpen();
+      Promise.all([settle(a.pollReadable(e, 999999, 1000)), settle(a.pollReadable(999999, e, 1000))])
+        .then(([x, y]) => report([x.error?.code ?? x.value, y.error?.code ?? y.value]));`) as string[];
+    assert.deepEqual(got, ['EBADF', 'EBADF']);
+  });
+
+  test('long pollReadable waits leave the libuv pool to fs', () => {
+    // Eight waits of up to an hour: more than the pool's four threads. readFile must still finish; the
+    // waits are then cancelled and must each report it.
+    const got = run(`
+      const cancel = a.eventfdOpen(), watched = a.eventfdOpen();
+      const waits = Array.from({ length: 8 }, () => a.pollReadable(watched, cancel, 3600 * 1000));
+      fs.readFile(__filename === '[eval]' ? '/proc/self/status' : __filename, (err, data) => {
+        a.eventfdSignal(cancel);
+        Promise.all(waits).then((outcomes) => report({ read: !err && data.length > 0, outcomes: [...new Set(outcomes)] }));
+      });`, 15_000);
+    assert.deepEqual(got, { read: true, outcomes: ['cancelled'] });
+  });
+});
