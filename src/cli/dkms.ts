@@ -107,6 +107,21 @@ export function linuxSourceTarball(series: string, srcDir = '/usr/src'): string 
   return ['xz', 'bz2'].map((ext) => path.join(srcDir, `linux-source-${series}.tar.${ext}`)).find((f) => fs.existsSync(f));
 }
 
+/** VERSION.PATCHLEVEL.SUBLEVEL of a build tree: from its generated version.h, else `make kernelversion`. */
+export function kernelVersionOf(buildDir: string, run: Runner = runProgram): string {
+  const header = path.join(buildDir, 'include', 'generated', 'uapi', 'linux', 'version.h');
+  if (fs.existsSync(header)) {
+    const text = fs.readFileSync(header, 'utf8');
+    const field = (name: string): string | undefined => new RegExp(`^#define LINUX_VERSION_${name} (\\d+)$`, 'm').exec(text)?.[1];
+    const [a, b, c] = [field('MAJOR'), field('PATCHLEVEL'), field('SUBLEVEL')];
+    if (a && b && c) return `${a}.${b}.${c}`;
+  }
+  const v = run('make', ['-s', '--no-print-directory', '-C', buildDir, 'kernelversion']);
+  const version = v.status === 0 ? v.stdout.trim() : '';
+  if (!/^\d+\.\d+\.\d+$/.test(version)) throw fail(`cannot read the kernel version of ${buildDir}: ${v.stderr.trim()}`, 'ERR_KERNEL_VERSION');
+  return version;
+}
+
 /**
  * Resolves the kernel to build for and checks what the build needs: its build tree, and the
  * linux-source tarball of its series. Refuses (changing nothing) when either is missing.
@@ -128,9 +143,7 @@ export function resolveKernelTarget(
   if (utsRelease !== release) {
     throw fail(`the build tree ${buildDir} is for kernel ${utsRelease ?? '(unknown)'}, not ${release}`, 'ERR_KERNEL_MISMATCH', ExitCode.USAGE);
   }
-  const v = run('make', ['-s', '--no-print-directory', '-C', buildDir, 'kernelversion']);
-  const version = v.status === 0 ? v.stdout.trim() : '';
-  if (!/^\d+\.\d+\.\d+/.test(version)) throw fail(`cannot read the kernel version of ${buildDir}: ${v.stderr.trim()}`, 'ERR_KERNEL_VERSION');
+  const version = kernelVersionOf(buildDir, run);
   const series = kernelSeries(version);
   const sourceTarball = linuxSourceTarball(series, opts.srcDir);
   if (!sourceTarball) {

@@ -47,10 +47,10 @@ const modulesCommands = (y: Argv, schedule: Schedule): Argv =>
           .option('kernel', pathOpt('kernel release to build for (default: uname -r)'))
           .option('kernel-build-dir', pathOpt('that kernel\'s build tree (default /lib/modules/<release>/build)'))
           .option('build-only', { type: 'boolean', default: false, describe: 'register and build, do not install' })
-          .option('no-depmod', { type: 'boolean', default: false, describe: 'do not run depmod after installing' })
+          .option('depmod', { type: 'boolean', default: true, describe: 'run depmod after installing (--no-depmod: the caller updates the module index)' })
           .option('json', jsonOpt),
       (argv) => {
-        const a = argv as unknown as TreeArgs & { kernel?: string; kernelBuildDir?: string; buildOnly: boolean; depmod?: boolean; noDepmod?: boolean };
+        const a = argv as unknown as TreeArgs & { kernel?: string; kernelBuildDir?: string; buildOnly: boolean; depmod: boolean };
         schedule('modules install', async (ctx) => {
           needRoot(ctx, 'modules install');
           const r = modulesInstall({
@@ -58,7 +58,7 @@ const modulesCommands = (y: Argv, schedule: Schedule): Argv =>
             ...(a.kernel ? { release: a.kernel } : {}),
             ...(a.kernelBuildDir ? { buildDir: a.kernelBuildDir } : {}),
             buildOnly: a.buildOnly,
-            noDepmod: a.noDepmod === true || a.depmod === false,
+            noDepmod: !a.depmod,
           });
           if (a.json) {
             ctx.printJson({ version: r.version, kernel: r.kernel.release, kernelVersion: r.kernel.version, linuxSource: r.kernel.sourceTarball, steps: r.steps, modules: [...DKMS_MODULES], dkms: r.entries.map(entryJson) });
@@ -77,13 +77,13 @@ const modulesCommands = (y: Argv, schedule: Schedule): Argv =>
       (b) =>
         treeOptions(b)
           .option('kernel', pathOpt('only this kernel release (default: all, and the registration)'))
-          .option('no-depmod', { type: 'boolean', default: false, describe: 'do not run depmod after removing' })
+          .option('depmod', { type: 'boolean', default: true, describe: 'run depmod after removing (--no-depmod skips it)' })
           .option('json', jsonOpt),
       (argv) => {
-        const a = argv as unknown as TreeArgs & { kernel?: string; depmod?: boolean; noDepmod?: boolean };
+        const a = argv as unknown as TreeArgs & { kernel?: string; depmod: boolean };
         schedule('modules remove', async (ctx) => {
           needRoot(ctx, 'modules remove');
-          const r = modulesRemove({ ...trees(a), ...(a.kernel ? { release: a.kernel } : {}), noDepmod: a.noDepmod === true || a.depmod === false });
+          const r = modulesRemove({ ...trees(a), ...(a.kernel ? { release: a.kernel } : {}), noDepmod: !a.depmod });
           if (a.json) ctx.printJson({ removed: r.removed.map(entryJson), dkms: r.entries.map(entryJson) });
           else ctx.print(r.removed.length ? `removed ${r.removed.map(entryLine).join('; ')}` : 'nothing registered with DKMS', ...r.entries.map(entryLine));
         });

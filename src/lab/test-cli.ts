@@ -8,9 +8,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { debugKernelAvailable } from './kernels';
-import { REPO_ROOT } from './paths';
-import { tee } from './proc';
+import { debugKernelAvailable, resolveKernel, type Kernel } from './kernels';
+import { LAB_DIR, REPO_ROOT } from './paths';
+import { run, tee } from './proc';
 import { describeResult, runVm, VM_EXIT } from './vm';
 import { runLabInVm } from './faultlab/cli';
 
@@ -48,7 +48,7 @@ const VM_SUITES = 'dist/test/vm/';
  * whose extra work is in userspace (CLI process start-up, crash-image replay). DMKIT_DEBUG_SUITES=all
  * runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'dm-nodes', 'dkms', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr'];
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];
@@ -94,6 +94,56 @@ async function vmStage(kernel: 'debian' | 'debug', suites: readonly string[]): P
   return { stage: `VM suites on the ${kernel} kernel ${r.kernel.release}`, seconds: (Date.now() - started) / 1000, ...counts, ...(note ? { note } : {}) };
 }
 
+/**
+ * The DKMS suite's host half (test/vm/dkms.test.ts is the guest half). Compiling in the TCG guest takes
+ * many minutes and a guest `depmod -a` alone took 4 min 49 s, so the host does those two steps: `dmkit
+ * modules install --build-only` with DKMS trees in .lab/dkms/<release>/ builds against the lab kernel's
+ * build tree (dkms add + dkms build, as on a server), and depmod -b computes the module index of the
+ * guest's module tree as it will be once DKMS installed there. The guest runs `dmkit modules install`
+ * (dkms install, --no-depmod) into its writable module tree, takes that index, then modprobe, tables,
+ * `dkms status` and `dmkit modules remove`.
+ */
+export function prepareDkmsLab(kernel: Kernel): string {
+  const root = path.join(LAB_DIR, 'dkms', kernel.release);
+  fs.rmSync(root, { recursive: true, force: true });
+  fs.mkdirSync(path.join(root, 'dkms'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'src'), { recursive: true });
+  const out = run(process.execPath, [path.join(REPO_ROOT, 'bin', 'dmkit'), 'modules', 'install', '--build-only', '--json',
+    '--kernel', kernel.release, '--kernel-build-dir', kernel.buildDir,
+    '--dkms-tree', path.join(root, 'dkms'), '--source-tree', path.join(root, 'src')]);
+  const report = JSON.parse(out) as { version: string; modules: string[] };
+  const built = path.join(root, 'dkms', 'dmkit', report.version, kernel.release, 'x86_64', 'module');
+  const index = path.join(root, 'index', 'lib', 'modules', kernel.release);
+  fs.mkdirSync(path.join(index, 'updates', 'dkms'), { recursive: true });
+  fs.symlinkSync(path.join(kernel.moduleDir, 'kernel'), path.join(index, 'kernel'));
+  for (const f of ['modules.builtin', 'modules.builtin.modinfo', 'modules.order']) {
+    if (fs.existsSync(path.join(kernel.moduleDir, f))) fs.copyFileSync(path.join(kernel.moduleDir, f), path.join(index, f));
+  }
+  for (const m of report.modules) fs.copyFileSync(path.join(built, `${m}.ko`), path.join(index, 'updates', 'dkms', `${m}.ko`));
+  run('depmod', ['-b', path.join(root, 'index'), kernel.release]);
+  fs.writeFileSync(path.join(root, 'ready.json'), JSON.stringify({ version: report.version, release: kernel.release, buildDir: kernel.buildDir, modules: report.modules }));
+  return root;
+}
+
+async function dkmsBuildStage(kernels: string[]): Promise<StageResult> {
+  const started = Date.now();
+  let failed = 0;
+  const notes: string[] = [];
+  for (const k of kernels) {
+    const t = Date.now();
+    try {
+      const kernel = resolveKernel(k);
+      prepareDkmsLab(kernel);
+      notes.push(`${kernel.release} ${((Date.now() - t) / 1000).toFixed(0)} s`);
+    } catch (e) {
+      failed++;
+      notes.push(`${k}: ${(e as Error).message}`);
+      console.error(`dkms build for the ${k} kernel failed: ${(e as Error).message}`);
+    }
+  }
+  return { stage: 'DKMS build for the lab kernels (host half of the dkms suite)', seconds: (Date.now() - started) / 1000, passed: kernels.length - failed, failed, skipped: 0, note: notes.join(', ') };
+}
+
 async function labStage(): Promise<StageResult> {
   const started = Date.now();
   const run = await runLabInVm(['--scale', 'ci']);
@@ -118,6 +168,10 @@ async function main(): Promise<void> {
 
   if (!flag('--debug-only')) stages.push(await unitStage());
   if (!flag('--unit-only')) {
+    if (!chosen || /dkms/.test(chosen[0]!)) {
+      const kernels = [...(flag('--debug-only') ? [] : ['debian']), ...(!flag('--no-debug') && debugKernelAvailable() ? ['debug'] : [])];
+      if (kernels.length) stages.push(await dkmsBuildStage(kernels));
+    }
     if (!flag('--debug-only')) stages.push(await vmStage('debian', chosen ?? [VM_SUITES]));
     if (!flag('--debug-only') && !flag('--no-lab') && !chosen) stages.push(await labStage());
     if (!flag('--no-debug')) {
