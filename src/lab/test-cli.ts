@@ -95,33 +95,45 @@ async function vmStage(kernel: 'debian' | 'debug', suites: readonly string[]): P
 }
 
 /**
- * The DKMS suite's host half (test/vm/dkms.test.ts is the guest half). Compiling in the TCG guest takes
- * many minutes and a guest `depmod -a` alone took 4 min 49 s, so the host does those two steps: `dmkit
- * modules install --build-only` with DKMS trees in .lab/dkms/<release>/ builds against the lab kernel's
- * build tree (dkms add + dkms build, as on a server), and depmod -b computes the module index of the
- * guest's module tree as it will be once DKMS installed there. The guest runs `dmkit modules install`
- * (dkms install, --no-depmod) into its writable module tree, takes that index, then modprobe, tables,
- * `dkms status` and `dmkit modules remove`.
+ * The DKMS suite's host half (test/vm/dkms.test.ts is the guest half). In the TCG guest, compiling takes
+ * many minutes, a `depmod -a` 4 min 49 s and each dkms command (a large bash script) tens of seconds, so
+ * DKMS runs here, on the lab's copy of the guest kernel's module tree: `dmkit modules install` with DKMS
+ * trees in .lab/dkms/<release>/ (dkms add, build against that kernel's build tree, install into
+ * lib/modules/<release>/updates/dkms), depmod -b for that tree (dkms's own depmod cannot take a base
+ * folder), `dmkit modules status`; the installed tree is kept for the guest, which modprobes from it and
+ * loads tables; then `dmkit modules remove` must leave no module behind and nothing in `dkms status`.
  */
 export function prepareDkmsLab(kernel: Kernel): string {
   const root = path.join(LAB_DIR, 'dkms', kernel.release);
   fs.rmSync(root, { recursive: true, force: true });
+  const tree = (base: string): string => path.join(base, 'lib', 'modules', kernel.release);
+  const work = tree(path.join(root, 'work'));
   fs.mkdirSync(path.join(root, 'dkms'), { recursive: true });
   fs.mkdirSync(path.join(root, 'src'), { recursive: true });
-  const out = run(process.execPath, [path.join(REPO_ROOT, 'bin', 'dmkit'), 'modules', 'install', '--build-only', '--json',
-    '--kernel', kernel.release, '--kernel-build-dir', kernel.buildDir,
-    '--dkms-tree', path.join(root, 'dkms'), '--source-tree', path.join(root, 'src')]);
-  const report = JSON.parse(out) as { version: string; modules: string[] };
-  const built = path.join(root, 'dkms', 'dmkit', report.version, kernel.release, 'x86_64', 'module');
-  const index = path.join(root, 'index', 'lib', 'modules', kernel.release);
-  fs.mkdirSync(path.join(index, 'updates', 'dkms'), { recursive: true });
-  fs.symlinkSync(path.join(kernel.moduleDir, 'kernel'), path.join(index, 'kernel'));
+  fs.mkdirSync(work, { recursive: true });
+  fs.symlinkSync(path.join(kernel.moduleDir, 'kernel'), path.join(work, 'kernel'));
   for (const f of ['modules.builtin', 'modules.builtin.modinfo', 'modules.order']) {
-    if (fs.existsSync(path.join(kernel.moduleDir, f))) fs.copyFileSync(path.join(kernel.moduleDir, f), path.join(index, f));
+    if (fs.existsSync(path.join(kernel.moduleDir, f))) fs.copyFileSync(path.join(kernel.moduleDir, f), path.join(work, f));
   }
-  for (const m of report.modules) fs.copyFileSync(path.join(built, `${m}.ko`), path.join(index, 'updates', 'dkms', `${m}.ko`));
-  run('depmod', ['-b', path.join(root, 'index'), kernel.release]);
-  fs.writeFileSync(path.join(root, 'ready.json'), JSON.stringify({ version: report.version, release: kernel.release, buildDir: kernel.buildDir, modules: report.modules }));
+  const dmkit = (...args: string[]): Record<string, unknown> =>
+    JSON.parse(run(process.execPath, [path.join(REPO_ROOT, 'bin', 'dmkit'), 'modules', ...args, '--json',
+      '--dkms-tree', path.join(root, 'dkms'), '--source-tree', path.join(root, 'src'), '--install-tree', path.join(root, 'work', 'lib', 'modules')])) as Record<string, unknown>;
+  const check = (ok: boolean, what: string): void => {
+    if (!ok) throw new Error(`dkms: ${what}`);
+  };
+  const installed = dmkit('install', '--kernel', kernel.release, '--kernel-build-dir', kernel.buildDir, '--no-depmod') as { version: string; steps: string[]; modules: string[] };
+  check(installed.steps.join() === 'added,built,installed', `install did ${installed.steps.join(',')}`);
+  for (const m of installed.modules) check(fs.existsSync(path.join(work, 'updates', 'dkms', `${m}.ko`)), `${m}.ko not installed in ${work}`);
+  run('depmod', ['-b', path.join(root, 'work'), kernel.release]);
+  const status = dmkit('status') as { dkms: Array<{ kernel: string | null; state: string }> };
+  check(status.dkms.some((e) => e.kernel === kernel.release && e.state === 'installed'), `status after install: ${JSON.stringify(status.dkms)}`);
+  // The tree as DKMS left it goes to the guest.
+  run('cp', ['-a', path.join(root, 'work'), path.join(root, 'guest')]);
+  const removed = dmkit('remove', '--kernel', kernel.release, '--no-depmod') as { removed: unknown[]; dkms: Array<{ kernel: string | null }> };
+  check(removed.removed.length === 1 && !removed.dkms.some((e) => e.kernel === kernel.release), `remove left ${JSON.stringify(removed.dkms)}`);
+  const left = fs.existsSync(path.join(work, 'updates')) ? fs.readdirSync(path.join(work, 'updates'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ko')) : [];
+  check(left.length === 0, `modules left after remove: ${left.join(', ')}`);
+  fs.writeFileSync(path.join(root, 'ready.json'), JSON.stringify({ version: installed.version, release: kernel.release, modules: installed.modules, status: status.dkms, removed: removed.removed }));
   return root;
 }
 
@@ -141,7 +153,7 @@ async function dkmsBuildStage(kernels: string[]): Promise<StageResult> {
       console.error(`dkms build for the ${k} kernel failed: ${(e as Error).message}`);
     }
   }
-  return { stage: 'DKMS build for the lab kernels (host half of the dkms suite)', seconds: (Date.now() - started) / 1000, passed: kernels.length - failed, failed, skipped: 0, note: notes.join(', ') };
+  return { stage: 'DKMS install/status/remove for the lab kernels (host half of the dkms suite)', seconds: (Date.now() - started) / 1000, passed: kernels.length - failed, failed, skipped: 0, note: notes.join(', ') };
 }
 
 async function labStage(): Promise<StageResult> {
