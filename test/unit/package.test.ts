@@ -26,7 +26,8 @@ function tmpdir(t: { after: (fn: () => void) => void }, tag: string): string {
 }
 
 function sh(cmd: string, args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_update_notifier: 'false' } });
+  // JOBS: node-gyp compiles the addon's sources in parallel.
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_update_notifier: 'false', JOBS: 'max' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
