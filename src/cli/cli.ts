@@ -13,13 +13,14 @@ import { errorCode, errorJson, EXIT_CODE_HELP, exitCodeFor, formatError, isExpec
 import { dmkitVersion, queryCommands } from './query-commands';
 import type { Runtime } from './runtime';
 import { targetCommands } from './target-commands';
+import { packageCommands } from './package-commands';
 
 const JSON_HELP = `JSON (--json): one document per run. Bigints (sectors, counts) are decimal strings;
 other numbers are numbers; uuid is null when unset. One device gives its object, all devices
 give {"devices": [...]}. status/table lines carry "parsed" (null for a type without a parser)
 and, when parsing failed, "parseError" beside the raw text.`;
 
-const GROUPS: readonly CommandGroup[] = [deviceCommands, queryCommands, compatCommands, targetCommands];
+const GROUPS: readonly CommandGroup[] = [deviceCommands, queryCommands, compatCommands, targetCommands, packageCommands];
 
 /** The parser alone (no side effects): `schedule` receives the chosen command's body. */
 export function buildParser(schedule: Schedule): Argv {

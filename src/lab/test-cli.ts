@@ -8,9 +8,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { debugKernelAvailable } from './kernels';
-import { REPO_ROOT } from './paths';
-import { tee } from './proc';
+import { debugKernelAvailable, resolveKernel, type Kernel } from './kernels';
+import { LAB_DIR, REPO_ROOT } from './paths';
+import { run, tee } from './proc';
 import { describeResult, runVm, VM_EXIT } from './vm';
 import { runLabInVm } from './faultlab/cli';
 
@@ -53,7 +53,8 @@ export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'era-functional', 'clone-d
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];
-  return DEBUG_KERNEL_SUITES.map((s) => `${VM_SUITES}${s}.test.js`).filter((f) => fs.existsSync(path.join(REPO_ROOT, f)));
+  const suites = process.env['DMKIT_DKMS_DEBUG'] === '1' ? [...DEBUG_KERNEL_SUITES, 'dkms'] : DEBUG_KERNEL_SUITES;
+  return suites.map((s) => `${VM_SUITES}${s}.test.js`).filter((f) => fs.existsSync(path.join(REPO_ROOT, f)));
 }
 
 async function unitStage(): Promise<StageResult> {
@@ -95,6 +96,68 @@ async function vmStage(kernel: 'debian' | 'debug', suites: readonly string[]): P
   return { stage: `VM suites on the ${kernel} kernel ${r.kernel.release}`, seconds: (Date.now() - started) / 1000, ...counts, ...(note ? { note } : {}) };
 }
 
+/**
+ * The DKMS suite's host half (test/vm/dkms.test.ts is the guest half). In the TCG guest, compiling takes
+ * many minutes, a `depmod -a` 4 min 49 s and each dkms command (a large bash script) tens of seconds, so
+ * DKMS runs here, on the lab's copy of the guest kernel's module tree: `dmkit modules install` with DKMS
+ * trees in .lab/dkms/<release>/ (dkms add, build against that kernel's build tree, install into
+ * lib/modules/<release>/updates/dkms), depmod -b for that tree (dkms's own depmod cannot take a base
+ * folder), `dmkit modules status`; the installed tree is kept for the guest, which modprobes from it and
+ * loads tables; then `dmkit modules remove` must leave no module behind and nothing in `dkms status`.
+ */
+export function prepareDkmsLab(kernel: Kernel): string {
+  const root = path.join(LAB_DIR, 'dkms', kernel.release);
+  fs.rmSync(root, { recursive: true, force: true });
+  const tree = (base: string): string => path.join(base, 'lib', 'modules', kernel.release);
+  const work = tree(path.join(root, 'work'));
+  fs.mkdirSync(path.join(root, 'dkms'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'src'), { recursive: true });
+  fs.mkdirSync(work, { recursive: true });
+  fs.symlinkSync(path.join(kernel.moduleDir, 'kernel'), path.join(work, 'kernel'));
+  for (const f of ['modules.builtin', 'modules.builtin.modinfo', 'modules.order']) {
+    if (fs.existsSync(path.join(kernel.moduleDir, f))) fs.copyFileSync(path.join(kernel.moduleDir, f), path.join(work, f));
+  }
+  const dmkit = (...args: string[]): Record<string, unknown> =>
+    JSON.parse(run(process.execPath, [path.join(REPO_ROOT, 'bin', 'dmkit'), 'modules', ...args, '--json',
+      '--dkms-tree', path.join(root, 'dkms'), '--source-tree', path.join(root, 'src'), '--install-tree', path.join(root, 'work', 'lib', 'modules')])) as Record<string, unknown>;
+  const check = (ok: boolean, what: string): void => {
+    if (!ok) throw new Error(`dkms: ${what}`);
+  };
+  const installed = dmkit('install', '--kernel', kernel.release, '--kernel-build-dir', kernel.buildDir, '--no-depmod') as { version: string; steps: string[]; modules: string[] };
+  check(installed.steps.join() === 'added,built,installed', `install did ${installed.steps.join(',')}`);
+  for (const m of installed.modules) check(fs.existsSync(path.join(work, 'updates', 'dkms', `${m}.ko`)), `${m}.ko not installed in ${work}`);
+  run('depmod', ['-b', path.join(root, 'work'), kernel.release]);
+  const status = dmkit('status') as { dkms: Array<{ kernel: string | null; state: string }> };
+  check(status.dkms.some((e) => e.kernel === kernel.release && e.state === 'installed'), `status after install: ${JSON.stringify(status.dkms)}`);
+  // The tree as DKMS left it goes to the guest.
+  run('cp', ['-a', path.join(root, 'work'), path.join(root, 'guest')]);
+  const removed = dmkit('remove', '--kernel', kernel.release, '--no-depmod') as { removed: unknown[]; dkms: Array<{ kernel: string | null }> };
+  check(removed.removed.length === 1 && !removed.dkms.some((e) => e.kernel === kernel.release), `remove left ${JSON.stringify(removed.dkms)}`);
+  const left = fs.existsSync(path.join(work, 'updates')) ? fs.readdirSync(path.join(work, 'updates'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ko')) : [];
+  check(left.length === 0, `modules left after remove: ${left.join(', ')}`);
+  fs.writeFileSync(path.join(root, 'ready.json'), JSON.stringify({ version: installed.version, release: kernel.release, modules: installed.modules, status: status.dkms, removed: removed.removed }));
+  return root;
+}
+
+async function dkmsBuildStage(kernels: string[]): Promise<StageResult> {
+  const started = Date.now();
+  let failed = 0;
+  const notes: string[] = [];
+  for (const k of kernels) {
+    const t = Date.now();
+    try {
+      const kernel = resolveKernel(k);
+      prepareDkmsLab(kernel);
+      notes.push(`${kernel.release} ${((Date.now() - t) / 1000).toFixed(0)} s`);
+    } catch (e) {
+      failed++;
+      notes.push(`${k}: ${(e as Error).message}`);
+      console.error(`dkms build for the ${k} kernel failed: ${(e as Error).message}`);
+    }
+  }
+  return { stage: 'DKMS install/status/remove for the lab kernels (host half of the dkms suite)', seconds: (Date.now() - started) / 1000, passed: kernels.length - failed, failed, skipped: 0, note: notes.join(', ') };
+}
+
 async function labStage(): Promise<StageResult> {
   const started = Date.now();
   const run = await runLabInVm(['--scale', 'ci']);
@@ -119,6 +182,12 @@ async function main(): Promise<void> {
 
   if (!flag('--debug-only')) stages.push(await unitStage());
   if (!flag('--unit-only')) {
+    if (!chosen || /dkms/.test(chosen[0]!)) {
+      // The debug kernel's DKMS run (about as long again) only on request: CI's 60-minute budget.
+      const dkmsDebug = process.env['DMKIT_DKMS_DEBUG'] === '1';
+      const kernels = [...(flag('--debug-only') ? [] : ['debian']), ...(!flag('--no-debug') && dkmsDebug && debugKernelAvailable() ? ['debug'] : [])];
+      if (kernels.length) stages.push(await dkmsBuildStage(kernels));
+    }
     if (!flag('--debug-only')) stages.push(await vmStage('debian', chosen ?? [VM_SUITES]));
     if (!flag('--debug-only') && !flag('--no-lab') && !chosen) stages.push(await labStage());
     if (!flag('--no-debug')) {
