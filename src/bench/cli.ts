@@ -4,12 +4,21 @@
  */
 import * as fs from 'node:fs';
 import { describeResult, runVm } from '../lab/vm';
+import { runP1 } from './p1';
 import { runP2 } from './p2';
 import { runP5 } from './p5';
 
 type Bench = (args: Map<string, number>) => Promise<Record<string, unknown>>;
 
 const BENCHES: Record<string, Bench> = {
+  P1: (a) =>
+    runP1({
+      rounds: a.get('rounds') ?? 5,
+      ios: a.get('ios') ?? 1024,
+      ios1: a.get('ios1') ?? 256,
+      seqMib: a.get('seq-mib') ?? 16,
+      quick: a.has('quick'),
+    }),
   P2: (a) =>
     runP2({
       rounds: a.get('rounds') ?? 3,
