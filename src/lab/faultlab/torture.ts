@@ -27,13 +27,13 @@ export interface TortureScale {
 }
 
 /**
- * CI: 2 x 100 = 200 suspend cycles and 2 x 25 = 50 reload races per dmkit target; release: 40 x 250 =
+ * CI: one case of 200 suspend cycles and 50 reload races per dmkit target; release: 40 x 250 =
  * 10,000 and 40 x 25 = 1,000, and the in-tree targets too (one case of 25 + 6 at the smaller scales).
  */
 export function tortureScale(scale: Scale | 'debug', inTree = false): TortureScale {
   if (scale === 'release') return { cases: 40, suspendsPerCase: 250, reloadsPerCase: 25 };
   if (scale === 'debug') return { cases: 1, suspendsPerCase: 12, reloadsPerCase: 4 };
-  return inTree ? { cases: 1, suspendsPerCase: 25, reloadsPerCase: 6 } : { cases: 2, suspendsPerCase: 100, reloadsPerCase: 25 };
+  return inTree ? { cases: 1, suspendsPerCase: 25, reloadsPerCase: 6 } : { cases: 1, suspendsPerCase: 200, reloadsPerCase: 50 };
 }
 
 type Op = 'suspend' | 'suspend-noflush' | 'suspend-nolockfs' | 'preload-swap' | 'preload-clear' | 'reload-changed' | 'message' | 'remove-open';
