@@ -115,18 +115,6 @@ struct era_md {
 	struct era_writeset __rcu *current_set;
 	u32 bitmap_bits;
 
-	/*
-	 * Marks of the current writeset waiting for the next commit. @pending holds every bit set in the
-	 * current on-disk writeset (committed or not), so it contains the in-core bits; @dirty_words has
-	 * one bit per 64-bit bitset word that gained bits since the last commit, all within
-	 * [dirty_lo, dirty_hi]. A commit writes each dirty word into the bitset once, however many of its
-	 * bits were marked, and then copies it into the in-core bitmap.
-	 */
-	unsigned long *pending;
-	unsigned long *dirty_words;
-	u32 dirty_lo;
-	u32 dirty_hi;
-
 	bool digest_wanted;	/* the writeset tree may hold writesets to digest */
 	struct era_digest digest;
 
@@ -272,97 +260,7 @@ static void free_bitmaps(struct era_md *md)
 		kvfree(md->sets[i].bits);
 		md->sets[i].bits = NULL;
 	}
-	kvfree(md->pending);
-	md->pending = NULL;
-	kvfree(md->dirty_words);
-	md->dirty_words = NULL;
 	md->bitmap_bits = 0;
-}
-
-/*----------------------------------------------------------------
- * Bitset words: bit i of word w stands for block 64 * w + i, on disk and in core
- *--------------------------------------------------------------*/
-
-#define ERA_WORD_BITS 64
-
-static u32 nr_words(u32 nr_bits)
-{
-	return DIV_ROUND_UP(nr_bits, ERA_WORD_BITS);
-}
-
-static u64 bitmap_word(const unsigned long *bits, u32 w)
-{
-#if BITS_PER_LONG == 64
-	return READ_ONCE(bits[w]);
-#else
-	return READ_ONCE(bits[2 * w]) | ((u64)READ_ONCE(bits[2 * w + 1]) << 32);
-#endif
-}
-
-/* Only the worker writes a word; the I/O path may test its bits at any time. */
-static void bitmap_set_word(unsigned long *bits, u32 w, u64 value)
-{
-#if BITS_PER_LONG == 64
-	WRITE_ONCE(bits[w], value);
-#else
-	WRITE_ONCE(bits[2 * w], (unsigned long)value);
-	WRITE_ONCE(bits[2 * w + 1], (unsigned long)(value >> 32));
-#endif
-}
-
-static void clear_dirty_words(struct era_md *md)
-{
-	if (md->dirty_words && md->dirty_lo <= md->dirty_hi)
-		bitmap_clear(md->dirty_words, md->dirty_lo, md->dirty_hi - md->dirty_lo + 1);
-	md->dirty_lo = U32_MAX;
-	md->dirty_hi = 0;
-}
-
-static void mark_word_dirty(struct era_md *md, u32 w)
-{
-	__set_bit(w, md->dirty_words);
-	md->dirty_lo = min(md->dirty_lo, w);
-	md->dirty_hi = max(md->dirty_hi, w);
-}
-
-#define for_each_dirty_word(md, w) \
-	for ((w) = find_next_bit((md)->dirty_words, (md)->dirty_hi + 1, (md)->dirty_lo); \
-	     (md)->dirty_lo <= (md)->dirty_hi && (w) <= (md)->dirty_hi; \
-	     (w) = find_next_bit((md)->dirty_words, (md)->dirty_hi + 1, (w) + 1))
-
-/* Writes every dirty word of the pending marks into the current on-disk writeset. */
-static int write_dirty_words(struct era_md *md, struct era_writeset *ws)
-{
-	__le64 value;
-	u32 w;
-	int r;
-
-	if (!md->dirty_words)
-		return 0;
-	for_each_dirty_word(md, w) {
-		value = cpu_to_le64(bitmap_word(md->pending, w));
-		__dm_bless_for_disk(&value);
-		r = dm_array_set_value(&md->current_bitset.array_info, ws->root, w, &value, &ws->root);
-		if (r) {
-			DMERR("marking blocks %u-%u in era %u failed: %d", w * ERA_WORD_BITS,
-			      w * ERA_WORD_BITS + ERA_WORD_BITS - 1, md->era, r);
-			return r;
-		}
-	}
-	return 0;
-}
-
-/* After the commit that made the dirty words durable: the I/O path may now let their writes through. */
-static void publish_dirty_words(struct era_md *md, struct era_writeset *ws)
-{
-	u32 w;
-
-	if (!md->dirty_words)
-		return;
-	if (ws->bits)
-		for_each_dirty_word(md, w)
-			bitmap_set_word(ws->bits, w, bitmap_word(md->pending, w));
-	clear_dirty_words(md);
 }
 
 static bool in_core_covers(struct era_md *md, struct era_writeset *ws, u32 last)
@@ -459,9 +357,6 @@ int era_md_pre_commit(struct era_md *md)
 	int r;
 
 	if (ws->root != ERA_NONE) {
-		r = write_dirty_words(md, ws);
-		if (r)
-			return r;
 		r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
 		if (r) {
 			DMERR("flushing the current writeset failed: %d", r);
@@ -490,11 +385,7 @@ int era_md_commit(struct era_md *md)
 			write_superblock(md, false);
 		return r;
 	}
-	r = write_superblock(md, true);
-	if (r)
-		return r;
-	publish_dirty_words(md, current_writeset(md));
-	return 0;
+	return write_superblock(md, true);
 }
 
 /*----------------------------------------------------------------
@@ -656,7 +547,6 @@ bool era_md_sized_for(struct era_md *md, u32 nr_blocks)
 int era_md_resize(struct era_md *md, u32 nr_blocks)
 {
 	unsigned long *fresh[ARRAY_SIZE(md->sets)] = { NULL };
-	unsigned long *pending = NULL, *dirty_words = NULL;
 	__le32 never_written = cpu_to_le32(0);
 	unsigned int i;
 	int r;
@@ -674,12 +564,6 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 			goto bad;
 		}
 	}
-	pending = alloc_bitmap(nr_blocks);
-	dirty_words = alloc_bitmap(nr_words(nr_blocks));
-	if (!pending || !dirty_words) {
-		r = -ENOMEM;
-		goto bad;
-	}
 
 	if (nr_blocks != md->nr_blocks) {
 		__dm_bless_for_disk(&never_written);
@@ -696,22 +580,12 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 	free_bitmaps(md);
 	for (i = 0; i < ARRAY_SIZE(fresh); i++)
 		md->sets[i].bits = fresh[i];
-	/*
-	 * Only called before the rollover that starts the next era, so the fresh bitmaps need not hold
-	 * the current writeset's bits: no mark goes to it any more.
-	 */
-	md->pending = pending;
-	md->dirty_words = dirty_words;
-	md->dirty_lo = U32_MAX;
-	md->dirty_hi = 0;
 	md->bitmap_bits = nr_blocks;
 	return 0;
 
 bad:
 	for (i = 0; i < ARRAY_SIZE(fresh); i++)
 		kvfree(fresh[i]);
-	kvfree(pending);
-	kvfree(dirty_words);
 	return r;
 }
 
@@ -770,9 +644,6 @@ static int start_next_era(struct era_md *md)
 
 	if (next->bits)
 		bitmap_zero(next->bits, md->bitmap_bits);
-	if (md->pending)
-		bitmap_zero(md->pending, md->bitmap_bits);
-	clear_dirty_words(md);
 	next->nr_bits = md->nr_blocks;
 	next->root = root;
 
@@ -812,25 +683,41 @@ bool era_md_range_marked(struct era_md *md, u32 first, u32 last)
 	return marked;
 }
 
-int era_md_mark(struct era_md *md, u32 first, u32 last)
+int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last)
 {
 	struct era_writeset *ws = current_writeset(md);
+	bool in_core = in_core_covers(md, ws, last);
 	bool changed = false;
 	u32 b;
+	int r;
 
-	if (ws->root == ERA_NONE || last >= ws->nr_bits || !md->pending || last >= md->bitmap_bits) {
+	if (ws->root == ERA_NONE || last >= ws->nr_bits) {
 		DMERR("no writeset covers blocks %u-%u in era %u", first, last, md->era);
 		return -EINVAL;
 	}
 
 	for (b = first; b <= last; b++) {
-		if (test_bit(b, md->pending))
+		if (in_core && test_bit(b, ws->bits))
 			continue;
-		__set_bit(b, md->pending);
-		mark_word_dirty(md, b / ERA_WORD_BITS);
+		r = dm_bitset_set_bit(&md->current_bitset, ws->root, b, &ws->root);
+		if (r) {
+			DMERR("marking block %u in era %u failed: %d", b, md->era, r);
+			return r;
+		}
 		changed = true;
 	}
 	return changed;
+}
+
+void era_md_mark_in_core(struct era_md *md, u32 first, u32 last)
+{
+	struct era_writeset *ws = current_writeset(md);
+	u32 b;
+
+	if (!in_core_covers(md, ws, last))
+		return;
+	for (b = first; b <= last; b++)
+		set_bit(b, ws->bits);
 }
 
 /*----------------------------------------------------------------

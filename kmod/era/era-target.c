@@ -11,13 +11,9 @@
  *           take_metadata_snap   roll the era over and keep a copy of the metadata for userspace
  *           drop_metadata_snap   release that copy
  *
- * I/O: every bio goes to the origin. A write to a block already marked in the current era's in-core
- * writeset is remapped in map() (an RCU-protected bitmap test, no worker). Any other write waits for
- * the worker, which records its blocks, commits, and only once the commit is durable marks them in
- * core and submits the write. The worker commits group-wise: one commit covers every write deferred
- * so far, and a batch smaller than recent ones waits briefly for the rest (gather_batch()). The commit
- * writes each changed 64-bit bitset word once. Between bios the worker digests archived writesets
- * into the era array.
+ * I/O: every bio goes to the origin. A write to a block not yet marked in the current era's in-core
+ * writeset waits for the worker, which marks it on disk, commits, and only then marks it in core and
+ * submits the write. Between bios the worker digests archived writesets into the era array.
  *
  * Lifecycle: the ctr opens (or formats) the metadata to validate it, but the previous table of the
  * device may still be live and committing, so the metadata is read again at this instance's first
@@ -30,7 +26,6 @@
 #include <linux/mutex.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
-#include <linux/wait.h>
 #include <linux/workqueue.h>
 
 #include "dmkit-common.h"
@@ -63,21 +58,10 @@ struct era {
 	struct workqueue_struct *wq;
 	struct work_struct worker;
 
-	/* Protects deferred, nr_deferred and suspended; while suspended, wake-ups are ignored. */
+	/* Protects deferred and suspended; while suspended, wake-ups are ignored. */
 	spinlock_t lock;
 	struct bio_list deferred;
-	unsigned int nr_deferred;
 	bool suspended;
-
-	/*
-	 * Group commit (worker only). A batch smaller than the batches of the last two windows waits a
-	 * little for the writes that are probably on their way (those of the batch issued last), at most
-	 * half an average commit: one commit for all of them costs less than a commit for each part.
-	 */
-	wait_queue_head_t gather_wait;
-	unsigned int batch_max[2];	/* largest batch in the previous and the current window */
-	unsigned int window_batches;
-	u64 commit_ns;			/* moving average of a commit's duration */
 };
 
 static const char *era_name(struct era *era)
@@ -156,7 +140,6 @@ static void set_suspended(struct era *era, bool suspended)
 static void stop_worker(struct era *era)
 {
 	set_suspended(era, true);
-	wake_up(&era->gather_wait);
 	drain_workqueue(era->wq);
 }
 
@@ -200,7 +183,7 @@ static int mark_bios(struct era *era, struct bio_list *bios)
 
 	bio_list_for_each(bio, bios) {
 		bio_blocks(era, bio, &first, &last);
-		r = era_md_mark(era->md, first, last);
+		r = era_md_mark_on_disk(era->md, first, last);
 		if (r < 0)
 			return metadata_failed(era, "marking a written block", r);
 		need_commit |= r;
@@ -210,6 +193,11 @@ static int mark_bios(struct era *era, struct bio_list *bios)
 		r = commit_metadata(era);
 		if (r)
 			return r;
+	}
+
+	bio_list_for_each(bio, bios) {
+		bio_blocks(era, bio, &first, &last);
+		era_md_mark_in_core(era->md, first, last);
 	}
 	return 0;
 }
@@ -244,73 +232,22 @@ static void issue_bios(struct bio_list *bios, int r)
 	blk_finish_plug(&plug);
 }
 
-#define ERA_GATHER_MAX_NS (2 * NSEC_PER_MSEC)
-#define ERA_BATCH_WINDOW 8
-
-/* Moves the deferred bios to @bios; returns how many @bios holds now. */
-static unsigned int take_deferred(struct era *era, struct bio_list *bios, unsigned int have)
-{
-	spin_lock(&era->lock);
-	bio_list_merge(bios, &era->deferred);
-	bio_list_init(&era->deferred);
-	have += era->nr_deferred;
-	era->nr_deferred = 0;
-	spin_unlock(&era->lock);
-	return have;
-}
-
-static bool enough_deferred(struct era *era, unsigned int have, unsigned int want)
-{
-	bool enough;
-
-	spin_lock(&era->lock);
-	enough = era->suspended || have + era->nr_deferred >= want;
-	spin_unlock(&era->lock);
-	return enough;
-}
-
-static unsigned int gather_batch(struct era *era, struct bio_list *bios)
-{
-	unsigned int want = max(era->batch_max[0], era->batch_max[1]);
-	unsigned int n = take_deferred(era, bios, 0);
-
-	if (n && n < want && era->commit_ns) {
-		wait_event_hrtimeout(era->gather_wait, enough_deferred(era, n, want),
-				     ns_to_ktime(min_t(u64, era->commit_ns / 2, ERA_GATHER_MAX_NS)));
-		n = take_deferred(era, bios, n);
-	}
-	return n;
-}
-
-static void account_batch(struct era *era, unsigned int n, u64 commit_ns)
-{
-	era->batch_max[1] = max(era->batch_max[1], n);
-	if (++era->window_batches == ERA_BATCH_WINDOW) {
-		era->batch_max[0] = era->batch_max[1];
-		era->batch_max[1] = 0;
-		era->window_batches = 0;
-	}
-	era->commit_ns = era->commit_ns ? (7 * era->commit_ns + commit_ns) / 8 : commit_ns;
-}
-
 static void do_worker(struct work_struct *work)
 {
 	struct era *era = container_of(work, struct era, worker);
 	struct bio_list bios;
-	unsigned int n;
 	bool more_digest;
-	u64 start;
 	int r = 0;
 
 	bio_list_init(&bios);
-	n = gather_batch(era, &bios);
+	spin_lock(&era->lock);
+	bio_list_merge(&bios, &era->deferred);
+	bio_list_init(&era->deferred);
+	spin_unlock(&era->lock);
 
 	mutex_lock(&era->md_lock);
-	if (n) {
-		start = ktime_get_ns();
+	if (!bio_list_empty(&bios))
 		r = mark_bios(era, &bios);
-		account_batch(era, n, ktime_get_ns() - start);
-	}
 	more_digest = digest_some(era);
 	mutex_unlock(&era->md_lock);
 
@@ -323,11 +260,8 @@ static void defer_bio(struct era *era, struct bio *bio)
 {
 	spin_lock(&era->lock);
 	bio_list_add(&era->deferred, bio);
-	era->nr_deferred++;
 	spin_unlock(&era->lock);
 	wake_worker(era);
-	if (wq_has_sleeper(&era->gather_wait))
-		wake_up(&era->gather_wait);
 }
 
 /*----------------------------------------------------------------
@@ -402,7 +336,6 @@ static void init_era(struct era *era, struct dm_target *ti)
 	mutex_init(&era->md_lock);
 	spin_lock_init(&era->lock);
 	bio_list_init(&era->deferred);
-	init_waitqueue_head(&era->gather_wait);
 	era->suspended = true;	/* until the first resume */
 	INIT_WORK(&era->worker, do_worker);
 }
