@@ -9,6 +9,7 @@
  * cannot be valid (negative, fractional, above INT_MAX): the fuzz must not close, signal or remove
  * anything of another process on a shared machine.
  */
+import { prng } from '../../src/testing/random';
 
 export interface Context {
   devNull: number;
@@ -58,17 +59,8 @@ export type FuzzedExport = (typeof FUZZED_EXPORTS)[number];
 
 type Rng = () => number;
 
-/** mulberry32: small, fast, and the same sequence everywhere for one seed. */
-export function rngFrom(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The shared seeded PRNG (mulberry32, src/testing/random.ts): the same sequence everywhere for one seed. */
+export const rngFrom: (seed: number) => Rng = prng;
 
 /** The seed of one batch: the fixed base seed mixed with the export's name and the batch number. */
 export function batchSeed(base: number, name: string, batch: number): number {
