@@ -63,8 +63,10 @@ async function cloneRaces(ctx: LabContext, only?: { seed: number }): Promise<{ r
       for (let i = 0; i < rounds; i++) {
         const seed = only?.seed ?? caseSeed(ctx.seed, `reload-${type}`, i);
         try {
-          const problems = [...(await reloadStale(dm, type)), ...(await reloadMidHydration(dm, type, seed))];
-          races += 2;
+          // CI: the deterministic stale-table race (the mid-hydration one runs in clone-races.test.ts).
+          const mid = ctx.scale === 'release' || only ? await reloadMidHydration(dm, type, seed) : [];
+          const problems = [...(await reloadStale(dm, type)), ...mid];
+          races += ctx.scale === 'release' || only ? 2 : 1;
           if (type === 'clone') {
             known += problems.length ? 1 : 0;
             if (problems.length) ctx.log(`clone (in-tree): known upstream, table load reads the metadata: ${problems[0]}`);
@@ -76,7 +78,7 @@ async function cloneRaces(ctx: LabContext, only?: { seed: number }): Promise<{ r
         }
         if (only) break;
       }
-      ctx.log(`${type}: ${rounds * 2} clone reload races (stale table, mid-hydration with a writer)`);
+      ctx.log(`${type}: ${rounds} round(s) of clone reload races (stale table${ctx.scale === 'release' ? ', mid-hydration with a writer' : ''})`);
     }
   } finally {
     dm.close();
