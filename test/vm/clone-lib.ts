@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { DeviceMapper, DmError } from '../../src/dm';
 import { clone, type CloneInfo } from '../../src/targets';
 import { blockChecksum, CHECKSUM_SALT } from '../../src/pdata/checksum';
+import { setCloneThrottle } from '../../src/testing/clone-scenarios';
 import { compare, DataModel, readDirect, stampDirect, verifyModel, writeDirect, writeDirectAsync, type SectorMismatch as Mismatch } from '../../src/testing';
 
 export { compare, DataModel, stampDirect, verifyModel, type Mismatch };
@@ -47,10 +48,8 @@ export function throttlePath(type: CloneKind): string | undefined {
   return fs.existsSync(p) ? p : undefined;
 }
 
-export function setThrottle(type: CloneKind, percent: number): void {
-  const p = throttlePath(type);
-  if (p) fs.writeFileSync(p, `${percent}\n`);
-}
+/** The loaded clone module's throttle (src/testing/clone-scenarios.ts has the one writer). */
+export const setThrottle: (type: CloneKind, percent: number) => void = setCloneThrottle;
 
 export function assertModel(path: string, model: DataModel, what: string): void {
   const bad = verifyModel(path, model);

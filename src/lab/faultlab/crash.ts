@@ -3,8 +3,8 @@
  * subsets of the pending writes, torn 4 KiB writes), each checked against the target's durability
  * contract in user space, a sample recovered in the kernel. See crash/era.ts and crash/clone.ts.
  */
-import * as fs from 'node:fs';
 import { DeviceMapper } from '../../dm';
+import { setCloneThrottle, type CloneType } from '../../testing/clone-scenarios';
 import { ramdisks, Scope } from '../../testing';
 import { bytes } from '../../units';
 import { cloneCrashWorkload } from './crash/clone';
@@ -16,10 +16,7 @@ const ERA_TYPES = ['era', 'dmkit-era'];
 const CLONE_TYPES = ['dmkit-clone', 'clone'];
 
 function cloneThrottle(type: string): (percent: number) => void {
-  const p = type === 'dmkit-clone' ? '/sys/module/dmkit_clone/parameters/hydration_throttle' : '/sys/module/dm_clone/parameters/clone_hydration_throttle';
-  return (percent) => {
-    if (fs.existsSync(p)) fs.writeFileSync(p, `${percent}\n`);
-  };
+  return (percent) => setCloneThrottle(type as CloneType, percent);
 }
 
 export const component: Component = {

@@ -194,7 +194,6 @@ async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, 
     const rig = p.makeRig(scope);
     const model = new SectorModel(rig.nrSectors, BASE_SEED);
     await dm.create(name, { targets: [rig.line()] });
-    scope.defer(`remove ${name}`, () => void dm.remove({ name }, { retry: true }).catch(() => undefined));
     const cases = only ? 1 : s.cases;
     for (let i = 0; i < cases; i++) {
       const seed = only?.seed ?? caseSeed(ctx.seed, `torture-${p.type}`, i);

@@ -10,7 +10,7 @@
  * sector must hold exactly its last acknowledged seed.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { patternBuffer, readDirect, stampSector } from '../../../testing';
+import { describeSector, patternBuffer, readDirect, stampSector } from '../../../testing';
 import { sectors } from '../../../units';
 
 const SECTOR = 512;
@@ -71,8 +71,7 @@ export class SectorModel {
         stampSector(want, 0, seed, BigInt(sector));
         if (want.equals(buf.subarray(at, at + SECTOR))) continue;
       }
-      const found = buf.readUInt32LE(at) === 0x444d4b54 ? `stamp of seed ${seed} sector ${buf.readBigUInt64LE(at + 8)}` : buf.subarray(at, at + SECTOR).every((b) => b === 0) ? 'zero' : 'garbage';
-      bad.push(`sector ${sector}: want seed ${low}${floor && high !== low ? `..${high}` : ''}, found ${found}`);
+      bad.push(`sector ${sector}: want seed ${low}${floor && high !== low ? `..${high}` : ''}, found ${describeSector(buf, at)}`);
     }
     return bad;
   }
