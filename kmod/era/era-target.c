@@ -22,6 +22,7 @@
  * "era fix N" in comments refers to the related dm-era fixes listed in the project's kernel facts.
  */
 #include <linux/device-mapper.h>
+#include <linux/delay.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/sched/mm.h>
@@ -30,6 +31,12 @@
 
 #include "dmkit-common.h"
 #include "era-metadata.h"
+
+/*
+ * Holds each step of digesting an archived writeset (under md_lock) open this long, so that a suspend
+ * reliably lands while a digest is under way: the era-postsuspend window (torture component, lab).
+ */
+DMKIT_TEST_KNOB(digest_step_delay_ms, "milliseconds each digest step holds the metadata lock");
 
 #define DM_MSG_PREFIX "dmkit-era"
 
@@ -210,6 +217,8 @@ static bool digest_some(struct era *era)
 	if (!metadata_writable(era) || !era_md_digest_pending(era->md))
 		return false;
 	r = era_md_digest_step(era->md);
+	if (dmkit_knob(digest_step_delay_ms))
+		msleep(dmkit_knob(digest_step_delay_ms));
 	if (r < 0) {
 		metadata_failed(era, "digesting an archived era", r);
 		return false;

@@ -110,7 +110,9 @@ function passthroughEnv(): Record<string, string> {
 
 function writeJob(dir: string, opts: VmOptions, kernel: Kernel, modDir: string, modules: string[]): void {
   const cwd = path.resolve(opts.cwd ?? process.cwd());
-  const env = { ...passthroughEnv(), ...opts.env, DMKIT_KERNEL_LABEL: kernel.label };
+  // A larger libuv pool: IO to a suspended device blocks a pool thread until resume, and the resume
+  // ioctl itself needs a free one (the torture component has several IO loops in flight).
+  const env = { UV_THREADPOOL_SIZE: '16', ...passthroughEnv(), ...opts.env, DMKIT_KERNEL_LABEL: kernel.label };
   const lines = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`);
   lines.push(`exec ${opts.command.map(shellQuote).join(' ')}`);
   fs.writeFileSync(path.join(dir, 'job'), `${lines.join('\n')}\n`);

@@ -73,6 +73,12 @@ async function tableOf(dm: DeviceMapper, name: string): Promise<string> {
   return t.map((l) => `${l.start} ${l.length} ${l.type} ${l.params}`).join('\n');
 }
 
+async function sendMessage(dm: DeviceMapper, name: string, rig: TortureRig, rand: () => number): Promise<void> {
+  const [st] = await dm.status({ name }, { noflush: true });
+  const m = rig.message(rand, st?.status ?? '');
+  if (m) await dm.message({ name }, undefined, m);
+}
+
 async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureRig, rand: () => number, ops: Op[], problems: string[]): Promise<{ suspends: number; reloads: number }> {
   let suspends = 0;
   let reloads = 0;
@@ -93,6 +99,8 @@ async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureR
         case 'reload-changed':
           await dm.load({ name }, [op === 'reload-changed' ? rig.variant(rand) : rig.line()]);
           await sleep(Math.floor(rand() * 30));
+          // Half the swaps race a message (an era checkpoint starts a digest) sent right before the suspend.
+          if (rand() < 0.5) await sendMessage(dm, name, rig, rand);
           await dm.suspend({ name });
           await dm.resume({ name });
           reloads++;
@@ -103,12 +111,9 @@ async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureR
           await dm.clear({ name });
           reloads++;
           break;
-        case 'message': {
-          const [st] = await dm.status({ name }, { noflush: true });
-          const m = rig.message(rand, st?.status ?? '');
-          if (m) await dm.message({ name }, undefined, m);
+        case 'message':
+          await sendMessage(dm, name, rig, rand);
           break;
-        }
         case 'remove-open': {
           const before = await tableOf(dm, name);
           const fd = fs.openSync(path, 'r');
@@ -183,6 +188,13 @@ async function runCase(dm: DeviceMapper, name: string, rig: TortureRig, model: S
   return { problems, ...counts };
 }
 
+/** A profile's test knobs (test builds only: a module without the parameter is left alone). */
+function setKnobs(p: TortureProfile, state: 'on' | 'off'): void {
+  for (const [param, value] of Object.entries(p.knobs ?? {})) {
+    if (fs.existsSync(param)) fs.writeFileSync(param, `${state === 'on' ? value : 0}\n`);
+  }
+}
+
 async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, s: TortureScale, only?: { seed: number }): Promise<{ suspends: number; reloads: number; known: number }> {
   const scope = new Scope();
   const name = `tt-${p.type}`;
@@ -192,6 +204,7 @@ async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, 
   let seedCounter = 1000;
   try {
     const rig = p.makeRig(scope);
+    setKnobs(p, 'on');
     const model = new SectorModel(rig.nrSectors, BASE_SEED);
     await dm.create(name, { targets: [rig.line()] });
     const cases = only ? 1 : s.cases;
@@ -219,6 +232,7 @@ async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, 
     if (leaked.length) ctx.fail({ component: 'torture', target: p.type, seed: ctx.seed, detail: `devices left behind: ${leaked.map((d) => d.name).join(', ')}` });
     ctx.log(`${p.type}: ${suspends} suspend cycles, ${reloads} reload races under IO`);
   } finally {
+    setKnobs(p, 'off');
     await dm.remove({ name }).catch(() => undefined);
     scope.close();
   }

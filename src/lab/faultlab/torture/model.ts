@@ -1,7 +1,7 @@
 /**
- * The torture component's data plane: O_DIRECT writers and readers (dd child processes, so their IO
- * really is in flight while the control plane storms) with stamped data, and a model of what every
- * sector may hold.
+ * The torture component's data plane: O_DIRECT writers and readers in this process (libuv's pool does
+ * the IO, so it really is in flight while the control plane storms; no child process per request, which
+ * under emulation cost more than the IO) with stamped data, and a model of what every sector may hold.
  *
  * Each writer owns the 64 KiB extents whose index is its number modulo the writer count and writes them
  * one request at a time, so the seeds a sector sees only grow. A sector is right when it holds the full
@@ -9,8 +9,8 @@
  * when the read began and no newer than the last issued when it ended. At the end of a case every
  * sector must hold exactly its last acknowledged seed.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { describeSector, patternBuffer, readDirect, stampSector } from '../../../testing';
+import { execFileSync } from 'node:child_process';
+import { alignedBuffer, describeSector, DirectFile, patternBuffer, readDirect, stampSector } from '../../../testing';
 import { sectors } from '../../../units';
 
 const SECTOR = 512;
@@ -100,32 +100,6 @@ export class SectorModel {
   }
 }
 
-function ddWrite(path: string, first: number, data: Buffer, mode: 'direct' | 'flush' | 'fua'): Promise<void> {
-  const flags = mode === 'fua' ? 'direct,dsync' : 'direct';
-  const conv = mode === 'flush' ? 'notrunc,fsync' : 'notrunc';
-  const bs = first % 8 === 0 && data.length % 4096 === 0 ? 4096 : 512;
-  return new Promise((resolve, reject) => {
-    const child = spawn('dd', [`of=${path}`, `bs=${bs}`, `seek=${(first * SECTOR) / bs}`, `oflag=${flags}`, `conv=${conv}`, 'status=none'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd write at sector ${first}: exit ${code}: ${err.trim()}`))));
-    child.stdin.end(data);
-  });
-}
-
-function ddRead(path: string, first: number, count: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('dd', [`if=${path}`, 'bs=4096', `skip=${first / 8}`, `count=${count / 8}`, 'iflag=direct', 'status=none'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const parts: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => parts.push(d));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(parts)) : reject(new Error(`dd read at sector ${first}: exit ${code}: ${err.trim()}`))));
-  });
-}
-
 /**
  * Writers and readers on `path` until stop(); every problem a reader sees is collected. IO errors are
  * problems too, unless the case expects them.
@@ -135,6 +109,7 @@ export class Workload {
   readonly counts: IoCounts = { writes: 0, flushWrites: 0, fuaWrites: 0, reads: 0 };
   private running = true;
   private readonly loops: Promise<void>[] = [];
+  private readonly file: Promise<DirectFile>;
 
   constructor(
     readonly path: string,
@@ -144,11 +119,23 @@ export class Workload {
     opts: { writers: number; readers: number },
   ) {
     const extents = Math.floor(model.nrSectors / EXTENT);
-    for (let w = 0; w < opts.writers; w++) this.loops.push(this.writer(w, opts.writers, extents));
-    for (let r = 0; r < opts.readers; r++) this.loops.push(this.reader(extents));
+    this.file = DirectFile.open(path);
+    // A rejected open is reported by the loops; this keeps it from being an unhandled rejection meanwhile.
+    this.file.catch(() => undefined);
+    for (let w = 0; w < opts.writers; w++) this.loops.push(this.guard(`writer ${w}`, (f) => this.writer(f, w, opts.writers, extents)));
+    for (let r = 0; r < opts.readers; r++) this.loops.push(this.guard('reader', (f) => this.reader(f, extents)));
   }
 
-  private async writer(id: number, of: number, extents: number): Promise<void> {
+  private async guard(who: string, loop: (f: DirectFile) => Promise<void>): Promise<void> {
+    try {
+      await loop(await this.file);
+    } catch (e) {
+      this.problems.push(`${who}: ${(e as Error).message}`);
+    }
+  }
+
+  private async writer(file: DirectFile, id: number, of: number, extents: number): Promise<void> {
+    const buf = alignedBuffer(EXTENT * SECTOR);
     while (this.running && this.problems.length < 8) {
       const ext = Math.floor(this.rand() * Math.floor(extents / of)) * of + id;
       const off = Math.floor(this.rand() * 16) * 8;
@@ -157,30 +144,32 @@ export class Workload {
       const seed = this.nextSeed();
       const roll = this.rand();
       const mode = roll < 0.1 ? 'flush' : roll < 0.2 ? 'fua' : 'direct';
+      buf.set(patternBuffer(seed, sectors(BigInt(first)), len));
       this.model.issue(seed, first, len);
       try {
-        await ddWrite(this.path, first, patternBuffer(seed, sectors(BigInt(first)), len), mode);
+        await file.write(first * SECTOR, buf.subarray(0, len * SECTOR), mode);
         this.model.ack(seed);
         this.counts.writes++;
         if (mode === 'flush') this.counts.flushWrites++;
         if (mode === 'fua') this.counts.fuaWrites++;
       } catch (e) {
-        this.problems.push(`writer ${id}: ${(e as Error).message}`);
+        this.problems.push(`writer ${id}: ${mode} write of ${len} sectors at sector ${first}: ${(e as Error).message}`);
       }
     }
   }
 
-  private async reader(extents: number): Promise<void> {
+  private async reader(file: DirectFile, extents: number): Promise<void> {
+    const buf = alignedBuffer(EXTENT * SECTOR);
     while (this.running && this.problems.length < 8) {
       const ext = Math.floor(this.rand() * extents);
       const first = ext * EXTENT;
       const floor = this.model.acked.slice(first, first + EXTENT);
       try {
-        const buf = await ddRead(this.path, first, EXTENT);
+        await file.read(first * SECTOR, buf);
         this.problems.push(...this.model.checkRead(first, buf, floor).map((p) => `reader: ${p}`));
         this.counts.reads++;
       } catch (e) {
-        this.problems.push(`reader: ${(e as Error).message}`);
+        this.problems.push(`reader: read at sector ${first}: ${(e as Error).message}`);
       }
     }
   }
@@ -188,5 +177,6 @@ export class Workload {
   async stop(): Promise<void> {
     this.running = false;
     await Promise.all(this.loops);
+    await (await this.file.catch(() => undefined))?.close();
   }
 }
