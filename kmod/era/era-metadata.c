@@ -123,6 +123,60 @@ struct era_md {
 };
 
 /*----------------------------------------------------------------
+ * Space
+ *--------------------------------------------------------------*/
+
+/*
+ * 6.1's persistent-data does not always unwind an operation whose allocation fails half-way: dm-array's
+ * shadow_ablock() returns with the block it has just shadowed still locked when re-inserting it fails
+ * (-ENOSPC), and dm_bufio_client_destroy() then hits a BUG_ON for the held buffer when the table goes.
+ * So the library must never run out: every operation that may allocate first asks for its worst case
+ * plus a reserve (which the commit after it may use too), and fails with -ENOSPC, nothing changed, when
+ * the space map cannot give that much. The reserve is 1/16 of the device, at least 32 blocks.
+ */
+#define ERA_MD_RESERVE_MIN 32
+#define ERA_MD_RESERVE_MAX 1024
+
+/* Blocks a btree spine may allocate in one insert or remove: each level shadowed, and a split. */
+#define ERA_MD_SPINE_BLOCKS 8
+
+/* Array blocks (plus their btree's index nodes) that hold @entries entries of @size bytes. */
+static dm_block_t array_blocks(struct era_md *md, u64 entries, size_t size)
+{
+	size_t per_block = (dm_bm_block_size(md->bm) - 3 * sizeof(__le32) - sizeof(__le64)) / size;
+	dm_block_t blocks = div_u64(entries + per_block - 1, per_block);
+
+	/* An index node holds well over 100 entries. */
+	return blocks + div_u64(blocks, 100) + 1;
+}
+
+/* 0 when @need blocks plus the reserve are free, else -ENOSPC with one log line. */
+static int space_for(struct era_md *md, dm_block_t need, const char *what)
+{
+	dm_block_t total, nr_free, reserve;
+	int r;
+
+	r = dm_sm_get_nr_blocks(md->sm, &total);
+	if (!r)
+		r = dm_sm_get_nr_free(md->sm, &nr_free);
+	if (r)
+		return r;
+	reserve = clamp_t(dm_block_t, total >> 4, ERA_MD_RESERVE_MIN, ERA_MD_RESERVE_MAX);
+	if (nr_free >= need + reserve)
+		return 0;
+	DMERR_LIMIT("metadata space exhausted: %s needs %llu blocks and %llu are kept in reserve, %llu of %llu are free (-ENOSPC)",
+		    what, (unsigned long long)need, (unsigned long long)reserve,
+		    (unsigned long long)nr_free, (unsigned long long)total);
+	return -ENOSPC;
+}
+
+/* What a new writeset of @nr_blocks bits takes: its bitset's array blocks. */
+static dm_block_t writeset_blocks(struct era_md *md, u32 nr_blocks)
+{
+	return array_blocks(md, div_u64((u64)nr_blocks + 63, 64), sizeof(__le64));
+}
+
+/*----------------------------------------------------------------
  * Superblock validation
  *--------------------------------------------------------------*/
 
@@ -556,6 +610,13 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 		return -EINVAL;
 	}
 
+	if (nr_blocks > md->nr_blocks) {
+		r = space_for(md, array_blocks(md, nr_blocks - md->nr_blocks, sizeof(__le32)) + ERA_MD_SPINE_BLOCKS,
+			      "growing the era array");
+		if (r)
+			return r;
+	}
+
 	/* Allocate first: nothing on disk changes unless the in-core side can follow. */
 	for (i = 0; i < ARRAY_SIZE(fresh); i++) {
 		fresh[i] = alloc_bitmap(nr_blocks);
@@ -603,6 +664,9 @@ int era_md_archive(struct era_md *md)
 	if (ws->root == ERA_NONE)
 		return 0;
 
+	r = space_for(md, 2 * ERA_MD_SPINE_BLOCKS, "archiving an era");
+	if (r)
+		return r;
 	r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
 	if (r) {
 		DMERR("flushing the writeset of era %u failed: %d", md->era, r);
@@ -661,6 +725,9 @@ int era_md_rollover(struct era_md *md)
 {
 	int r;
 
+	r = space_for(md, writeset_blocks(md, md->nr_blocks) + 2 * ERA_MD_SPINE_BLOCKS, "starting a new era");
+	if (r)
+		return r;
 	r = era_md_archive(md);
 	if (r)
 		return r;
@@ -695,6 +762,10 @@ int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last)
 		DMERR("no writeset covers blocks %u-%u in era %u", first, last, md->era);
 		return -EINVAL;
 	}
+	r = space_for(md, array_blocks(md, (last >> 6) - (first >> 6) + 1, sizeof(__le64)) + ERA_MD_SPINE_BLOCKS,
+		      "marking written blocks");
+	if (r)
+		return r;
 
 	for (b = first; b <= last; b++) {
 		if (in_core && test_bit(b, ws->bits))
@@ -804,6 +875,10 @@ int era_md_digest_step(struct era_md *md)
 			goto out;
 	}
 
+	r = space_for(md, array_blocks(md, ERA_DIGEST_BITS_PER_STEP, sizeof(__le32)) + ERA_MD_SPINE_BLOCKS,
+		      "digesting an archived era");
+	if (r)
+		goto out;
 	if (d->next_bit < d->nr_bits)
 		r = digest_copy_bits(md);
 	else

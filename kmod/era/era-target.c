@@ -540,6 +540,11 @@ static int prepare_metadata(struct era *era)
 
 	/* Archives the current writeset if there is one, recovered after a crash included (era fix 1). */
 	r = era_md_rollover(era->md);
+	if (r == -ENOSPC) {
+		/* Full metadata, nothing changed: the data stays reachable (reads, marked writes) in fail mode. */
+		metadata_failed(era, "starting a new era", r);
+		return 0;
+	}
 	if (r)
 		return metadata_failed(era, "starting a new era", r);
 	return commit_metadata(era);

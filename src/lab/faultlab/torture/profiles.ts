@@ -50,9 +50,9 @@ function checkerProblem(cmd: string, args: string[]): string[] {
  *--------------------------------------------------------------*/
 
 const ERA_ORIGIN_MIB = 16n;
-const ERA_META_MIB = 1n; // small: the space map's cursor wraps, as in the era-postsuspend scenario
+const ERA_META_MIB = 2n; // small: the space map's cursor wraps, as in the era-postsuspend scenario
 const ERA_BLOCK = 8; // sectors
-const ERA_DIGEST_STEP_MS = 5;
+const ERA_DIGEST_STEP_MS = 2;
 
 function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureProfile {
   return {
