@@ -104,6 +104,14 @@ async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureR
           await dm.suspend({ name });
           await dm.resume({ name });
           reloads++;
+          if (rand() < 0.5) {
+            // Back to back (LVM does this in lvconvert): the next table reads from the disk what the
+            // previous one committed, after the table before that was destroyed.
+            await dm.load({ name }, [rig.line()]);
+            await dm.suspend({ name });
+            await dm.resume({ name });
+            reloads++;
+          }
           break;
         case 'preload-clear':
           await dm.load({ name }, [rig.line()]);
@@ -188,13 +196,6 @@ async function runCase(dm: DeviceMapper, name: string, rig: TortureRig, model: S
   return { problems, ...counts };
 }
 
-/** A profile's test knobs (test builds only: a module without the parameter is left alone). */
-function setKnobs(p: TortureProfile, state: 'on' | 'off'): void {
-  for (const [param, value] of Object.entries(p.knobs ?? {})) {
-    if (fs.existsSync(param)) fs.writeFileSync(param, `${state === 'on' ? value : 0}\n`);
-  }
-}
-
 async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, s: TortureScale, only?: { seed: number }): Promise<{ suspends: number; reloads: number; known: number }> {
   const scope = new Scope();
   const name = `tt-${p.type}`;
@@ -204,7 +205,6 @@ async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, 
   let seedCounter = 1000;
   try {
     const rig = p.makeRig(scope);
-    setKnobs(p, 'on');
     const model = new SectorModel(rig.nrSectors, BASE_SEED);
     await dm.create(name, { targets: [rig.line()] });
     const cases = only ? 1 : s.cases;
@@ -232,7 +232,6 @@ async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, 
     if (leaked.length) ctx.fail({ component: 'torture', target: p.type, seed: ctx.seed, detail: `devices left behind: ${leaked.map((d) => d.name).join(', ')}` });
     ctx.log(`${p.type}: ${suspends} suspend cycles, ${reloads} reload races under IO`);
   } finally {
-    setKnobs(p, 'off');
     await dm.remove({ name }).catch(() => undefined);
     scope.close();
   }

@@ -35,8 +35,6 @@ export interface TortureProfile {
   type: string;
   /** For an in-tree target: the upstream source its failures are known from (counted as known_upstream). */
   knownUpstream?: string;
-  /** Test knobs held while the profile runs: /sys/module/<module>/parameters/<knob> -> value. */
-  knobs?: Readonly<Record<string, number>>;
   makeRig(scope: Scope): TortureRig;
 }
 
@@ -52,14 +50,11 @@ function checkerProblem(cmd: string, args: string[]): string[] {
 const ERA_ORIGIN_MIB = 16n;
 const ERA_META_MIB = 2n; // small: the space map's cursor wraps, as in the era-postsuspend scenario
 const ERA_BLOCK = 8; // sectors
-const ERA_DIGEST_STEP_MS = 2;
 
 function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureProfile {
   return {
     type,
     ...(knownUpstream ? { knownUpstream } : {}),
-    // Slow digest steps: a swap's suspend lands mid-digest (the era-postsuspend window).
-    ...(type === 'dmkit-era' ? { knobs: { '/sys/module/dmkit_era/parameters/digest_step_delay_ms': ERA_DIGEST_STEP_MS } } : {}),
     makeRig(scope: Scope): TortureRig {
       const [origin, metaDisk] = ramdisks(scope, 2, bytes(ERA_ORIGIN_MIB * MiB)) as [BlockDevice, BlockDevice];
       const metaSectors = Number((ERA_META_MIB * MiB) / 512n);
