@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
-import { describeSector, flushBuffers, IN_VM, patternBuffer, prng, Scope, sh, zero } from '.';
+import { describeSector, flushBuffers, IN_VM, patternBuffer, prng, RELEASE_SCALE, Scope, sh, zero } from '.';
 import { bytes, sectors } from '../units';
 import { createDevice, dmsetup, dmsetupStatus, kernelLogSince, TestDevice } from './dmsetup';
 
@@ -46,6 +46,15 @@ export function skipUnless(...types: EraType[]): string | false {
     }
   }
   return false;
+}
+
+/**
+ * skipUnless, and the in-tree era only at release scale: in CI, era-differential compares it with
+ * dmkit-era, and the suites that run once per era type run on dmkit-era.
+ */
+export function skipUnlessScaled(type: EraType): string | false {
+  if (type === 'era' && IN_VM && !RELEASE_SCALE) return 'the in-tree era runs this suite at release scale (DMKIT_SCALE=release npm test); in CI era-differential compares it with dmkit-era';
+  return skipUnless(type);
 }
 
 /*----------------------------------------------------------------

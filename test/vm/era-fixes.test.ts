@@ -10,12 +10,12 @@ import { Scope } from '../../src/testing';
 import { dmsetup, dmsetupStatus, kernelLogMark } from '../../src/testing/dmsetup';
 import {
   checkData, checkMetadata, copyDevice, createEra, deviceExists, deviceHash, ERA_TYPES, EraModel, eraDump, eraRigs, eraStatus,
-  eraTable, message, randomBlocks, rng, skipUnless, targetLogLines, writeBlocks,
+  eraTable, message, randomBlocks, rng, skipUnlessScaled, targetLogLines, writeBlocks,
 } from '../../src/testing/era-fixtures';
 
 for (const type of ERA_TYPES) {
   describe(`${type} related fixes`, () => {
-    const skip = skipUnless(type);
+    const skip = skipUnlessScaled(type);
     let scope: Scope;
     beforeEach(() => {
       scope = new Scope();

@@ -10,14 +10,14 @@ import { Scope } from '../../src/testing';
 import { dmsetup, dmsetupStatus, kernelLogMark } from '../../src/testing/dmsetup';
 import {
   checkData, checkMetadata, createEra, deviceExists, diffBlocks, ERA_TYPES, EraModel, eraInvalidate, eraRigs, eraStatus,
-  failingMessage, message, randomBlocks, rng, skipUnless, targetLogLines, writeBlocks,
+  failingMessage, message, randomBlocks, rng, skipUnlessScaled, targetLogLines, writeBlocks,
 } from '../../src/testing/era-fixtures';
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 for (const type of ERA_TYPES) {
   describe(`${type} functional`, () => {
-    const skip = skipUnless(type);
+    const skip = skipUnlessScaled(type);
     let scope: Scope;
     beforeEach(() => {
       scope = new Scope();

@@ -5,14 +5,14 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scope } from '../../src/testing';
-import { ERA_TYPES, skipUnless } from '../../src/testing/era-fixtures';
+import { ERA_TYPES, skipUnlessScaled } from '../../src/testing/era-fixtures';
 import { postsuspendRace } from '../../src/testing/era-postsuspend-scenario';
 
 const ITERATIONS = 4;
 
 for (const type of ERA_TYPES) {
   describe(`${type} fix (a)`, () => {
-    const skip = skipUnless(type);
+    const skip = skipUnlessScaled(type);
     let scope: Scope;
     beforeEach(() => {
       scope = new Scope();
