@@ -34,8 +34,9 @@ export interface ChangedBlocks {
   /** The superblock's uuid field as 32 hex digits (the kernel leaves it zero). */
   readonly metadataUuid: string;
   readonly sinceEra: number;
-  /** Where the roots came from. */
+  /** Where the roots came from, and that superblock's block (0, or the held snapshot's). */
   readonly roots: 'superblock' | 'snapshot';
+  readonly rootsBlock: number;
   /** Merged, sorted, end-exclusive runs of changed blocks. */
   readonly ranges: readonly BlockRange[];
   /** Blocks in all ranges. */
@@ -177,10 +178,11 @@ export function changedRunsFromImage(img: MetadataImage, sinceEra: number, opts:
   const since = checkEra(sinceEra, 'since era');
   const live = eraSuperblock(img, 0, 'era superblock');
   let sb = live;
+  let rootsBlock = 0;
   if (opts.snapshot) {
-    const at = Number(live.readBigUInt64LE(SB.metadataSnap));
-    if (at === 0) throw new EraSnapshotMissing();
-    sb = eraSuperblock(img, at, 'era metadata snapshot superblock');
+    rootsBlock = Number(live.readBigUInt64LE(SB.metadataSnap));
+    if (rootsBlock === 0) throw new EraSnapshotMissing();
+    sb = eraSuperblock(img, rootsBlock, 'era metadata snapshot superblock');
   }
   const nrBlocks = sb.readUInt32LE(SB.nrBlocks);
   const currentEra = sb.readUInt32LE(SB.currentEra);
@@ -205,6 +207,7 @@ export function changedRunsFromImage(img: MetadataImage, sinceEra: number, opts:
     metadataUuid: sb.subarray(SB.uuid, SB.uuid + 16).toString('hex'),
     sinceEra: since,
     roots: opts.snapshot ? 'snapshot' : 'superblock',
+    rootsBlock,
     runs: runsOf(result.words),
   };
 }
