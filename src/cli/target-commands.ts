@@ -245,6 +245,7 @@ const eraCommands = (y: Argv, schedule: Schedule): Argv => {
         .option('since', { type: 'string', demandOption: true, requiresArg: true, describe: 'list blocks written in this era or later' })
         .option('metadata', { type: 'string', requiresArg: true, describe: 'read this era metadata file or device instead of a live device (offline)' })
         .option('metadata-snapshot', { type: 'boolean', default: false, describe: "with --metadata: read the held metadata snapshot's roots" })
+        .option('direct', { type: 'boolean', default: false, describe: 'with --metadata: read a file with O_DIRECT (block devices always are)' })
         .option('include-current', { type: 'boolean', default: false, describe: "with --metadata: also list the superblock's current writeset (era_invalidate leaves it out)" })
         .option('format', { type: 'string', choices: ['json', 'xml', 'ranges'], default: 'ranges', describe: "xml: era_invalidate's output, byte for byte; ranges: START END per line (end-exclusive)" })
         .option('units', { type: 'string', choices: ['blocks', 'sectors', 'bytes'], default: 'blocks', describe: 'units of the ranges (xml is always in era blocks)' })
@@ -257,6 +258,7 @@ const eraCommands = (y: Argv, schedule: Schedule): Argv => {
         metadata?: string;
         metadataSnapshot: boolean;
         includeCurrent: boolean;
+        direct: boolean;
         format: 'json' | 'xml' | 'ranges';
         units: RangeUnit;
         json: boolean;
@@ -269,10 +271,10 @@ const eraCommands = (y: Argv, schedule: Schedule): Argv => {
         let r: ChangedBlocks & { name?: string; uuid?: string | null; length?: Sectors };
         if (a.metadata !== undefined) {
           if (a.name !== undefined || a.uuid !== undefined) throw usageError('give a device name or --metadata FILE, not both');
-          const direct = fs.statSync(a.metadata).isBlockDevice();
+          const direct = a.direct || fs.statSync(a.metadata).isBlockDevice();
           r = changedBlocksFromMetadata(a.metadata, since, { snapshot: a.metadataSnapshot, includeCurrent: a.includeCurrent, direct });
         } else {
-          if (a.metadataSnapshot || a.includeCurrent) throw usageError('--metadata-snapshot and --include-current go with --metadata FILE (a live device is always read through a fresh snapshot)');
+          if (a.metadataSnapshot || a.includeCurrent || a.direct) throw usageError('--metadata-snapshot, --include-current and --direct go with --metadata FILE (a live device is always read through a fresh snapshot)');
           try {
             r = await changedSince(await ctx.dm(), deviceId(a.name, a.uuid), since);
           } catch (e) {

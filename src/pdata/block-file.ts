@@ -28,13 +28,13 @@ function sizeOf(path: string, st: fs.Stats): number {
   throw new MetadataFileError(`${path}: not a regular file or a block device`, 'ERR_METADATA_FILE');
 }
 
-/** A 4 KiB buffer at an address O_DIRECT accepts: Node cannot ask for alignment, so probe offsets. */
-function alignedScratch(fd: number): Buffer {
-  const big = Buffer.allocUnsafeSlow(2 * B);
+/** A buffer of `size` bytes at an address O_DIRECT accepts: Node cannot ask for alignment, so probe offsets. */
+function alignedBuffer(fd: number, size: number): Buffer {
+  const big = Buffer.allocUnsafeSlow(size + B);
   for (let off = 0; off < B; off += 16) {
     try {
       fs.readSync(fd, big, off, B, 0);
-      return big.subarray(off, off + B);
+      return big.subarray(off, off + size);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
     }
@@ -42,10 +42,15 @@ function alignedScratch(fd: number): Buffer {
   throw new MetadataFileError('no buffer alignment accepted for O_DIRECT reads', 'ERR_METADATA_FILE');
 }
 
+/** Blocks per read (1 MiB): walks meet array and bitset blocks mostly in allocation order, so read ahead. */
+const WINDOW_BLOCKS = 256;
+
 export class FileBlockReader implements BlockReader {
   readonly nrBlocks: number;
   private readonly fd: number;
-  private readonly scratch: Buffer | undefined;
+  private readonly window: Buffer;
+  private windowStart = -1;
+  private windowBlocks = 0;
 
   /** Opens `path` read-only; close() when done. */
   constructor(readonly path: string, opts: { direct?: boolean } = {}) {
@@ -53,7 +58,7 @@ export class FileBlockReader implements BlockReader {
     this.fd = fs.openSync(path, fs.constants.O_RDONLY | (opts.direct ? fs.constants.O_DIRECT : 0));
     try {
       this.nrBlocks = Math.floor(sizeOf(path, fs.fstatSync(this.fd)) / B);
-      this.scratch = opts.direct ? alignedScratch(this.fd) : undefined;
+      this.window = opts.direct ? alignedBuffer(this.fd, WINDOW_BLOCKS * B) : Buffer.allocUnsafeSlow(WINDOW_BLOCKS * B);
     } catch (e) {
       fs.closeSync(this.fd);
       throw e;
@@ -61,11 +66,17 @@ export class FileBlockReader implements BlockReader {
   }
 
   read(n: number): Buffer {
+    if (n < this.windowStart || n >= this.windowStart + this.windowBlocks) {
+      const count = Math.min(WINDOW_BLOCKS, this.nrBlocks - n);
+      this.windowStart = -1;
+      const got = fs.readSync(this.fd, this.window, 0, count * B, n * B);
+      if (got < B) throw new MetadataFileError(`${this.path}: short read of block ${n} (${got} bytes)`, 'EIO');
+      this.windowStart = n;
+      this.windowBlocks = Math.floor(got / B);
+    }
     const out = Buffer.allocUnsafe(B);
-    const into = this.scratch ?? out;
-    const got = fs.readSync(this.fd, into, 0, B, n * B);
-    if (got !== B) throw new MetadataFileError(`${this.path}: short read of block ${n} (${got} bytes)`, 'EIO');
-    if (this.scratch) this.scratch.copy(out);
+    const at = (n - this.windowStart) * B;
+    this.window.copy(out, 0, at, at + B);
     return out;
   }
 
