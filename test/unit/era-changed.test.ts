@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { blockChecksum, CHECKSUM_SALT } from '../../src/pdata/checksum';
 import {
   changedBlocksFromMetadata,
@@ -181,3 +182,31 @@ test('bad arguments are typed errors', () => {
   assert.throws(() => changedRunsFromMetadata(dir, 1), (e: unknown) => (e as { code?: string }).code === 'ERR_METADATA_FILE');
   assert.throws(() => changedRunsFromMetadata(Buffer.alloc(100), 1), MetadataDamage);
 });
+
+/** Metadata written by the kernel (in-tree era and dmkit-era), made by test/vm/era-fixtures-gen.ts. */
+const FIXTURES = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'era');
+const fixtureNames = fs.existsSync(FIXTURES) ? fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.bin.gz')).map((f) => f.slice(0, -'.bin.gz'.length)) : [];
+
+const blocksOfRuns = (runs: readonly number[]): number[] => {
+  const out: number[] = [];
+  for (let i = 0; i < runs.length; i += 2) for (let b = runs[i]!; b < runs[i + 1]!; b++) out.push(b);
+  return out;
+};
+
+for (const name of fixtureNames) {
+  test(`kernel-written metadata ${name}: era_invalidate's XML, the model's blocks, damage`, { skip: !HAVE_TOOLS && 'era_invalidate not installed' }, () => {
+    const img = zlib.gunzipSync(fs.readFileSync(path.join(FIXTURES, `${name}.bin.gz`)));
+    const model = JSON.parse(fs.readFileSync(path.join(FIXTURES, `${name}.json`), 'utf8')) as { snapshot?: Record<string, number[]>; live?: Record<string, number[]> };
+    const file = save(img);
+    sameAsEraInvalidate(file, [0, 1, 2, 3, 4, 5, 6, 7]);
+    for (const [which, sets] of Object.entries(model)) {
+      for (const [n, want] of Object.entries(sets)) {
+        if (Number(n) === 0) continue;
+        assert.deepEqual(blocksOfRuns(changedRunsFromMetadata(img, Number(n), { snapshot: which === 'snapshot' }).runs), want, `${which} since ${n}`);
+      }
+    }
+    const bad = Buffer.from(img);
+    bad[190] ^= 0x10;
+    assert.throws(() => changedRunsFromMetadata(bad, 1), MetadataDamage);
+  });
+}
