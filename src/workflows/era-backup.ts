@@ -126,6 +126,7 @@ export async function changedSince(dm: EraDm, id: DevId, sinceEra: number, opts:
     throw new EraChangedError(`a metadata snapshot is already held (block ${before.heldRoot}); drop it first (dmkit era metadata-snap NAME drop)`, 'ERR_ERA_SNAPSHOT_HELD');
   }
   await dm.message(id, target.start, eraMessages.takeMetadataSnap());
+  let failure: unknown;
   try {
     const held = await eraStatus(dm, id, target);
     if (held.heldRoot === null) throw new EraChangedError('take_metadata_snap succeeded but the status shows no held root', 'ERR_ERA_STATUS');
@@ -136,8 +137,17 @@ export async function changedSince(dm: EraDm, id: DevId, sinceEra: number, opts:
     }
     const info = await dm.info(id);
     return { ...result, name: info.name, uuid: info.uuid || null, length: target.length, metadataDevice, heldRoot: held.heldRoot };
+  } catch (e) {
+    failure = e;
+    throw e;
   } finally {
-    await dm.message(id, target.start, eraMessages.dropMetadataSnap());
+    try {
+      await dm.message(id, target.start, eraMessages.dropMetadataSnap());
+    } catch (e) {
+      // The first failure is the one to report; the snapshot left held is named on it.
+      if (failure === undefined) throw e;
+      if (failure instanceof Error) Object.assign(failure, { dropError: e });
+    }
   }
 }
 

@@ -76,3 +76,16 @@ test('refusals change nothing', async () => {
   for (const era of [-1, 2 ** 32, 0.5]) await assert.rejects(changedSince(bad.dm, { name: 'vol' }, era), RangeError);
   assert.deepEqual([...held.log, ...lin.log, ...bad.log], []);
 });
+
+test('a failing drop is reported, and never hides the failure before it', async () => {
+  const { dm, log } = fakeEra();
+  const message = dm.message;
+  dm.message = async (id, s, text) => {
+    await message(id, s, text);
+    if (text === 'drop_metadata_snap') throw Object.assign(new Error('drop: EIO'), { code: 'EIO' });
+    return undefined;
+  };
+  await assert.rejects(changedSince(dm, { name: 'vol' }, 1, { read: () => result(42) }), /drop: EIO/);
+  await assert.rejects(changedSince(dm, { name: 'vol' }, 1, { read: () => { throw new MetadataDamage(3, 'bad'); } }), (e: unknown) => e instanceof MetadataDamage && /drop: EIO/.test(String((e as { dropError?: Error }).dropError?.message)));
+  assert.deepEqual(log, ['take_metadata_snap', 'drop_metadata_snap', 'take_metadata_snap', 'drop_metadata_snap']);
+});
