@@ -1,6 +1,6 @@
 /**
  * Writes the era metadata fixtures of test/fixtures/era/ (not a test: run once in the VM lab,
- *   npm run vm -- node dist/test/vm/era-fixtures-gen.js > out.jsonl
+ *   npm run vm -- node dist/test/vm/era-fixtures-gen.js --generate > out.jsonl
  * then `node dist/test/vm/era-fixtures-gen.js --save out.jsonl` on the host). For the in-tree era and
  * dmkit-era: stamped writes over four eras, a metadata snapshot taken, more writes, and a copy of the
  * metadata device while the snapshot is held and the device suspended ("held"); then the device removed cleanly and another copy
@@ -75,4 +75,5 @@ function save(file: string): void {
 }
 
 if (process.argv[2] === '--save') save(process.argv[3]!);
-else generate();
+else if (process.argv[2] === '--generate') generate();
+else console.error('usage: era-fixtures-gen.js --generate (in the VM lab) | --save OUT.jsonl (on the host)');
