@@ -4,6 +4,7 @@
  * device from a backing device (sysfs, in 512-byte sectors) unless --length is given, and `--dry-run`
  * prints the table line instead of creating anything.
  */
+import * as fs from 'node:fs';
 import type { Argv } from 'yargs';
 import type { DevId, DeviceMapper, TargetLine, TargetStatus } from '../dm';
 import {
@@ -28,7 +29,19 @@ import { deviceId, type CommandContext } from './context';
 import { CliError, ExitCode, usageError } from './errors';
 import { toJson, type Json } from './output';
 import { parseSectors } from './table-text';
-import { hydrateAndSwap, type CloneType, type HydrationProgress } from '../workflows';
+import {
+  changedBlocksFromMetadata,
+  changedSince,
+  EraChangedError,
+  eraInvalidateXml,
+  hydrateAndSwap,
+  rangesIn,
+  type ChangedBlocks,
+  type CloneType,
+  type HydrationProgress,
+  type RangeUnit,
+} from '../workflows';
+import { checkEra } from '../pdata/era-changed';
 
 /** A codec's type names: the in-tree one first, dmkit's second. */
 interface Named {
@@ -222,6 +235,78 @@ const eraCommands = (y: Argv, schedule: Schedule): Argv => {
         });
       },
     );
+  y = y.command(
+    'changed [name]',
+    'List the blocks written since an era (era_invalidate --written-since): of a live device (its metadata snapshot is taken, read and dropped) or of a metadata file or device (--metadata)',
+    (b) =>
+      b
+        .positional('name', nameArg)
+        .option('uuid', uuidOpt)
+        .option('since', { type: 'string', demandOption: true, requiresArg: true, describe: 'list blocks written in this era or later' })
+        .option('metadata', { type: 'string', requiresArg: true, describe: 'read this era metadata file or device instead of a live device (offline)' })
+        .option('metadata-snapshot', { type: 'boolean', default: false, describe: "with --metadata: read the held metadata snapshot's roots" })
+        .option('direct', { type: 'boolean', default: false, describe: 'with --metadata: read a file with O_DIRECT (block devices always are)' })
+        .option('include-current', { type: 'boolean', default: false, describe: "with --metadata: also list the superblock's current writeset (era_invalidate leaves it out)" })
+        .option('format', { type: 'string', choices: ['json', 'xml', 'ranges'], default: 'ranges', describe: "xml: era_invalidate's output, byte for byte; ranges: START END per line (end-exclusive)" })
+        .option('units', { type: 'string', choices: ['blocks', 'sectors', 'bytes'], default: 'blocks', describe: 'units of the ranges (xml is always in era blocks)' })
+        .option('json', { type: 'boolean', default: false, describe: 'same as --format json' }),
+    (argv) => {
+      const a = argv as unknown as {
+        name?: string;
+        uuid?: string;
+        since: string;
+        metadata?: string;
+        metadataSnapshot: boolean;
+        includeCurrent: boolean;
+        direct: boolean;
+        format: 'json' | 'xml' | 'ranges';
+        units: RangeUnit;
+        json: boolean;
+      };
+      schedule('era changed', async (ctx) => {
+        if (!/^\d+$/.test(a.since)) throw usageError(`--since must be a whole era number, got ${JSON.stringify(a.since)}`);
+        const since = checkEra(Number(a.since), '--since');
+        const format = a.json ? 'json' : a.format;
+        if (format === 'xml' && a.units !== 'blocks') throw usageError('--format xml is always in era blocks (as era_invalidate prints); drop --units');
+        let r: ChangedBlocks & { name?: string; uuid?: string | null; length?: Sectors };
+        if (a.metadata !== undefined) {
+          if (a.name !== undefined || a.uuid !== undefined) throw usageError('give a device name or --metadata FILE, not both');
+          const direct = a.direct || fs.statSync(a.metadata).isBlockDevice();
+          r = changedBlocksFromMetadata(a.metadata, since, { snapshot: a.metadataSnapshot, includeCurrent: a.includeCurrent, direct });
+        } else {
+          if (a.metadataSnapshot || a.includeCurrent || a.direct) throw usageError('--metadata-snapshot, --include-current and --direct go with --metadata FILE (a live device is always read through a fresh snapshot)');
+          try {
+            r = await changedSince(await ctx.dm(), deviceId(a.name, a.uuid), since);
+          } catch (e) {
+            if (e instanceof EraChangedError && e.code === 'ERR_ERA_NO_TARGET') throw new CliError(e.message, 'ERR_NO_SUCH_TARGET', ExitCode.NOT_FOUND);
+            if (e instanceof EraChangedError && e.code === 'ERR_ERA_SNAPSHOT_HELD') throw new CliError(e.message, e.code, ExitCode.BUSY);
+            throw e;
+          }
+        }
+        if (format === 'xml') {
+          ctx.write(eraInvalidateXml(r.ranges.flatMap((x) => [Number(x.start), Number(x.end)])));
+          return;
+        }
+        const ranges = rangesIn(r, a.units, r.length);
+        if (format === 'ranges') {
+          ctx.write(ranges.map((x) => `${x.start} ${x.end}\n`).join(''));
+          return;
+        }
+        ctx.printJson({
+          ...(r.name !== undefined ? { name: r.name, uuid: r.uuid } : { metadata: a.metadata }),
+          metadataUuid: r.metadataUuid,
+          roots: r.roots,
+          blockSize: r.blockSize,
+          nrBlocks: r.nrBlocks,
+          currentEra: r.currentEra,
+          sinceEra: r.sinceEra,
+          changedBlocks: r.changed,
+          units: a.units,
+          ranges: ranges.map((x) => ({ start: x.start, end: x.end })),
+        });
+      });
+    },
+  );
   return statusCommand(y, schedule, 'era', ['era']);
 };
 
@@ -571,7 +656,7 @@ const group = (name: string, describe: string, add: (y: Argv, s: Schedule) => Ar
 
 export const targetCommands: CommandGroup = (y, schedule) => {
   for (const g of [
-    group('era', 'dm-era: changed-block tracking (create, checkpoint, metadata-snap, status)', eraCommands),
+    group('era', 'dm-era: changed-block tracking (create, checkpoint, metadata-snap, changed, status)', eraCommands),
     group('clone', 'dm-clone: instant restore with background hydration (create, hydrate, hydration, status)', cloneCommands),
     group('cache', 'dm-cache: a fast device in front of a slow one (create, migration-threshold, status)', cacheCommands),
     group('snapshot', 'dm-snapshot: copy-on-write snapshots (create, origin, merge, status)', snapshotCommands),

@@ -30,6 +30,7 @@ const MAX_DEPTH = 16;
 
 /** The metadata is damaged: what was wrong and where. */
 export class MetadataDamage extends Error {
+  readonly code: string = 'ERR_METADATA_DAMAGE';
   constructor(readonly block: number, what: string) {
     super(`block ${block}: ${what}`);
     this.name = 'MetadataDamage';
@@ -41,16 +42,39 @@ export function storedChecksum(block: Buffer, salt: number): number {
   return checksum(block.subarray(4), salt);
 }
 
-export class MetadataImage {
+/** Where metadata blocks come from: an image in memory, or a file or device read block by block. */
+export interface BlockReader {
+  /** Whole 4 KiB blocks available. */
   readonly nrBlocks: number;
+  /** Block n (0 <= n < nrBlocks), 4096 bytes, in a buffer of its own (walkers hold several at once). */
+  read(n: number): Buffer;
+}
 
+/** Blocks of an image held in memory. */
+export class BufferBlockReader implements BlockReader {
+  readonly nrBlocks: number;
   constructor(readonly bytes: Buffer) {
     this.nrBlocks = Math.floor(bytes.length / METADATA_BLOCK_BYTES);
+  }
+  read(n: number): Buffer {
+    return this.bytes.subarray(n * METADATA_BLOCK_BYTES, (n + 1) * METADATA_BLOCK_BYTES);
+  }
+}
+
+export class MetadataImage {
+  readonly nrBlocks: number;
+  private readonly source: BlockReader;
+
+  constructor(source: Buffer | BlockReader) {
+    this.source = Buffer.isBuffer(source) ? new BufferBlockReader(source) : source;
+    this.nrBlocks = this.source.nrBlocks;
   }
 
   raw(n: number): Buffer {
     if (!Number.isSafeInteger(n) || n < 0 || n >= this.nrBlocks) throw new MetadataDamage(n, `block number out of range (device has ${this.nrBlocks})`);
-    return this.bytes.subarray(n * METADATA_BLOCK_BYTES, (n + 1) * METADATA_BLOCK_BYTES);
+    const b = this.source.read(n);
+    if (b.length !== METADATA_BLOCK_BYTES) throw new MetadataDamage(n, `short read (${b.length} bytes)`);
+    return b;
   }
 
   /** Block n, after checking its checksum and the block number stored at `blocknrAt`. */
@@ -97,9 +121,12 @@ export class MetadataImage {
     walk(root, 0, 0n);
   }
 
-  /** The values of the dm_array at `root`, `count` entries of `valueSize` bytes. */
-  readArray(root: number, valueSize: number, count: number): Buffer {
-    const out = Buffer.alloc(count * valueSize);
+  /**
+   * Visits the array blocks of the dm_array at `root` (`count` entries of `valueSize` bytes) in order:
+   * `values` holds the block's packed values, the first of which is entry `first`. Checks that the array
+   * blocks are numbered densely from 0 and hold exactly `count` entries between them.
+   */
+  walkArray(root: number, valueSize: number, count: number, visit: (first: number, values: Buffer, nr: number) => void): void {
     let filled = 0;
     let expectIndex = 0n;
     this.walkBtree(root, 8, (key, value) => {
@@ -112,12 +139,17 @@ export class MetadataImage {
       const vsize = b.readUInt32LE(12);
       if (vsize !== valueSize) throw new MetadataDamage(loc, `array value size ${vsize}, expected ${valueSize}`);
       if (ARRAY_HEADER + max * vsize > METADATA_BLOCK_BYTES || nr > max) throw new MetadataDamage(loc, `array block holds ${nr} of ${max}`);
-      const take = Math.min(nr, count - filled);
-      if (take < nr) throw new MetadataDamage(loc, `array longer than its ${count} entries`);
-      b.copy(out, filled * valueSize, ARRAY_HEADER, ARRAY_HEADER + take * valueSize);
-      filled += take;
+      if (nr > count - filled) throw new MetadataDamage(loc, `array longer than its ${count} entries`);
+      visit(filled, b.subarray(ARRAY_HEADER, ARRAY_HEADER + nr * valueSize), nr);
+      filled += nr;
     });
     if (filled !== count) throw new MetadataDamage(root, `array holds ${filled} entries, expected ${count}`);
+  }
+
+  /** The values of the dm_array at `root`, `count` entries of `valueSize` bytes. */
+  readArray(root: number, valueSize: number, count: number): Buffer {
+    const out = Buffer.alloc(count * valueSize);
+    this.walkArray(root, valueSize, count, (first, values) => void values.copy(out, first * valueSize));
     return out;
   }
 

@@ -1,0 +1,110 @@
+/**
+ * changedSince() and `dmkit era changed` on live era devices, the in-tree `era` and `dmkit-era`: stamped
+ * writes across several checkpoints, then for several eras N the listing taken through a fresh metadata
+ * snapshot must (a) cover every block the model wrote in era N or later, (b) equal era_invalidate
+ * --metadata-snapshot run while the same snapshot is held (as block sets and as XML text, byte for byte),
+ * and (c) be what the offline reader lists from a copy of the metadata taken under that snapshot. The
+ * snapshot is dropped every time (the status shows no held root afterwards), the CLI's xml equals
+ * era_invalidate's, era_check is clean and the origin holds every stamp.
+ */
+import { after, afterEach, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DeviceMapper } from '../../src/dm';
+import { Scope } from '../../src/testing';
+import { sh } from '../../src/testing/devices';
+import {
+  checkData, createEra, diffBlocks, ERA_TYPES, EraModel, eraInvalidate, eraRigs, eraStatus, message, randomBlocks, rng, scratchFile, skipUnless, writeBlocks,
+} from '../../src/testing/era-fixtures';
+import { changedBlocksFromMetadata, changedSince, eraInvalidateXml, rangesIn, type ChangedBlocks } from '../../src/workflows';
+
+const dm = DeviceMapper.open();
+after(() => dm.close());
+
+const CLI = path.join(__dirname, '..', '..', '..', 'bin', 'dmkit');
+
+const blocksOf = (r: Pick<ChangedBlocks, 'ranges'>): number[] => r.ranges.flatMap((x) => Array.from({ length: Number(x.end - x.start) }, (_, i) => Number(x.start) + i));
+const xmlOf = (r: Pick<ChangedBlocks, 'ranges'>): string => eraInvalidateXml(r.ranges.flatMap((x) => [Number(x.start), Number(x.end)]));
+
+/**
+ * Not yet run in the lab (the VM lock was taken until after this branch's deadline): off unless
+ * DMKIT_ERA_CHANGED_VM=1, so an unproven suite costs CI nothing. Remove the gate once it has passed.
+ */
+const GATE = process.env['DMKIT_ERA_CHANGED_VM'] === '1' ? false : 'set DMKIT_ERA_CHANGED_VM=1: this suite has not run in the lab yet';
+
+for (const type of ERA_TYPES) {
+  describe(`${type}: changed blocks`, () => {
+    const skip = GATE || skipUnless(type);
+    let scope: Scope;
+    beforeEach(() => {
+      scope = new Scope();
+    });
+    afterEach(() => scope.close());
+
+    test('changedSince covers every write and equals era_invalidate on the same snapshot', { skip }, async () => {
+      const [rig] = eraRigs(scope, 1, 16, 4, 'ercg');
+      const bs = 16; // 8 KiB blocks: 2048 of them
+      const model = new EraModel(rig!.originSectors / bs, bs);
+      const dev = createEra(scope, `ercg-${type}`, type, rig!, bs);
+      const rand = rng(type === 'era' ? 171 : 172);
+
+      // Four eras of writes: scattered blocks, a run, a block rewritten later.
+      writeBlocks(dev.path, model, randomBlocks(rand, model.nrBlocks, 40).concat([7]), 1, 1);
+      message(dev.name, 'checkpoint');
+      writeBlocks(dev.path, model, Array.from({ length: 64 }, (_, i) => 1000 + i), 2, 2);
+      message(dev.name, 'checkpoint');
+      writeBlocks(dev.path, model, randomBlocks(rand, model.nrBlocks, 25), 3, 3);
+      message(dev.name, 'checkpoint');
+      writeBlocks(dev.path, model, [7, 2047], 4, 4);
+      assert.equal(eraStatus(dev.name).era, 4);
+
+      const copy = scratchFile(scope, 'ercg-meta.bin');
+      for (const since of [1, 2, 3, 4, 5]) {
+        let underSnapshot: { ours: ChangedBlocks; toolXml: string; offline: ChangedBlocks } | undefined;
+        const r = await changedSince(dm, { name: dev.name }, since, {
+          read: (meta, n) => {
+            const ours = changedBlocksFromMetadata(meta, n, { snapshot: true, direct: true });
+            const toolXml = sh('era_invalidate', '--metadata-snapshot', '--written-since', String(n), meta);
+            sh('dd', `if=${meta}`, `of=${copy}`, 'bs=1M', 'iflag=direct', 'status=none');
+            const offline = changedBlocksFromMetadata(copy, n, { snapshot: true });
+            underSnapshot = { ours, toolXml, offline };
+            return ours;
+          },
+        });
+        assert.ok(underSnapshot);
+        const want = model.writtenSince(since);
+        assert.equal(diffBlocks(want, blocksOf(r)), null, `since ${since}: every written block, nothing else`);
+        assert.equal(xmlOf(r), underSnapshot.toolXml, `since ${since}: the XML is era_invalidate's`);
+        assert.deepEqual(blocksOf(underSnapshot.offline), blocksOf(r), `since ${since}: a copy of the metadata reads the same`);
+        assert.equal(r.roots, 'snapshot');
+        assert.equal(r.blockSize, BigInt(bs));
+        assert.equal(r.nrBlocks, BigInt(model.nrBlocks));
+        assert.equal(r.length, BigInt(rig!.originSectors));
+        assert.equal(eraStatus(dev.name).heldRoot, null, 'the snapshot was dropped');
+        const secs = rangesIn(r, 'sectors', r.length);
+        assert.equal(secs.reduce((n, x) => n + (x.end - x.start), 0n), BigInt(want.length * bs));
+      }
+      // Each listing rolled the era over; writes now land in a later era and show up from it.
+      const era = eraStatus(dev.name).era;
+      writeBlocks(dev.path, model, [3], era, 9);
+      assert.deepEqual(blocksOf(await changedSince(dm, { name: dev.name }, era)), [3]);
+
+      // The CLI on the live device prints era_invalidate's XML for the same history.
+      message(dev.name, 'take_metadata_snap');
+      const toolXml = sh('era_invalidate', '--metadata-snapshot', '--written-since', '2', rig!.meta);
+      message(dev.name, 'drop_metadata_snap');
+      const cli = spawnSync(process.execPath, [CLI, 'era', 'changed', dev.name, '--since', '2', '--format', 'xml'], { encoding: 'utf8' });
+      assert.equal(cli.status, 0, cli.stderr);
+      assert.equal(cli.stdout, toolXml);
+      assert.equal(eraStatus(dev.name).heldRoot, null);
+
+      dev.remove();
+      assert.equal(spawnSync('era_check', [rig!.meta]).status, 0, 'era_check is clean');
+      assert.deepEqual(eraInvalidate(rig!.meta, 1), model.writtenSince(1));
+      assert.deepEqual(checkData(rig!.origin, model), []);
+      fs.rmSync(copy, { force: true });
+    });
+  });
+}
