@@ -88,6 +88,50 @@ describe('CLI exit codes (issue 12)', () => {
     oneLine(r.err);
   });
 
+  test('--json before the verb is the same as after it (issue 12)', async () => {
+    const dm = new FakeDm();
+    assert.equal((await run(['create', 'a', '--table', '0 8 zero'], { dm })).code, ExitCode.OK);
+    for (const [before, after] of [
+      [['--json', 'info', 'a'], ['info', 'a', '--json']],
+      [['--json', 'ls'], ['ls', '--json']],
+      [['--json', 'table'], ['table', '--json']],
+      [['--json', '--noudevsync', 'status', 'a'], ['--noudevsync', 'status', 'a', '--json']],
+      [['--udevcookie', '5', '--json', 'deps', 'a'], ['--udevcookie', '5', 'deps', 'a', '--json']],
+      [['--json', 'version'], ['version', '--json']],
+      [['--json=false', 'info', 'a'], ['info', 'a']],
+      [['--json', 'message', 'a', '0', '--', 'x'], ['message', 'a', '0', '--json', '--', 'x']],
+    ]) {
+      const b = await run(before!, { dm });
+      const a = await run(after!, { dm });
+      assert.deepEqual({ code: b.code, out: b.out, err: b.err }, { code: a.code, out: a.out, err: a.err }, before!.join(' '));
+    }
+    const doc = JSON.parse((await run(['--json', 'info', 'a'], { dm })).out) as { name: string };
+    assert.equal(doc.name, 'a');
+  });
+
+  test('--json before the verb: errors are the JSON error object with the exit code', async () => {
+    const dm = new FakeDm();
+    for (const [args, code, errCode, message] of [
+      // the verb's own failure
+      [['--json', 'info', 'nope'], ExitCode.NOT_FOUND, 'ENXIO', /^info: /],
+      // a verb without --json refuses it, naming the option (not "give a command")
+      [['--json', 'create', 'x', '--table', '0 8 zero'], ExitCode.USAGE, 'ERR_USAGE', /^create: Unknown argument: json;/],
+      // an unknown verb is the error, not --json
+      [['--json', 'nosuchverb'], ExitCode.USAGE, 'ERR_USAGE', /^nosuchverb: Unknown argument: nosuchverb;/],
+      [['--json'], ExitCode.USAGE, 'ERR_USAGE', /^give a command/],
+      [['--json', 'info', '-u'], ExitCode.USAGE, 'ERR_USAGE', /^info: /],
+    ] as const) {
+      const r = await run([...args], { dm });
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.err}`);
+      oneLine(r.err);
+      const doc = JSON.parse(r.out) as { error: { code: string; errno: number | null; message: string } };
+      assert.deepEqual(Object.keys(doc.error), ['code', 'errno', 'message'], args.join(' '));
+      assert.equal(doc.error.code, errCode, args.join(' '));
+      assert.match(doc.error.message, message, args.join(' '));
+    }
+    assert.equal(dm.devices.size, 0, 'nothing was created');
+  });
+
   test("the README's exit-status table is the CLI's", () => {
     const readme = readFileSync(join(__dirname, '..', '..', '..', 'README.md'), 'utf8');
     const rows = [...readme.matchAll(/^\| `(\d)` \| `(\w+)` \|/gm)].map((m) => [Number(m[1]), m[2]]);
