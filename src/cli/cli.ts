@@ -42,9 +42,10 @@ export function buildParser(schedule: Schedule): Argv {
     // dmsetup's global options: accepted before or after any verb.
     .option('noudevsync', { type: 'boolean', default: false, describe: 'do not synchronise with udev (dmkit makes /dev/mapper nodes)' })
     .option('noudevrules', { type: 'boolean', default: false, describe: 'tell the udev rules to leave the device alone' })
+    .option('verifyudev', { type: 'boolean', default: false, describe: 'check udev made the nodes (dmkit always makes missing /dev/mapper nodes itself when udev does not)' })
     .option('udevcookie', { type: 'string', requiresArg: true, describe: 'use this udev cookie (as given, no sync of our own)' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'say more on stderr' })
-    .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (dmkit asks none)' })
+    .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (udevcomplete_all asks one)' })
     .option('major', { alias: 'j', type: 'string', requiresArg: true, describe: 'the device by major number (with -m)' })
     .option('minor', { alias: 'm', type: 'string', requiresArg: true, describe: 'the device by minor number (with -j); create: ask for it' })
     .option('readahead', { type: 'string', requiresArg: true, describe: 'create/resume: read-ahead in sectors, +N (at least N), auto or none' })
