@@ -121,6 +121,20 @@ describe('several devices per command, -j/-m, and the other options', () => {
     return dm;
   };
 
+  test("-v: create, load, suspend, resume and clear print each device's info block, as dmsetup -v does", async () => {
+    const dm = three();
+    const noEvents = (text: string): string => text.replace(/^Event number: .*\n/gm, '');
+    const info = noEvents((await run(['info', 'a', 'b'], { dm })).out);
+    assert.equal(noEvents((await run(['-v', 'suspend', 'a', 'b'], { dm })).out), info.replace(/ACTIVE/g, 'SUSPENDED'));
+    assert.equal(noEvents((await run(['-v', 'resume', 'a', 'b'], { dm })).out), info);
+    assert.equal((await run(['suspend', 'a'], { dm })).out, '', 'nothing without -v');
+    await run(['resume', 'a'], { dm });
+    const made = await run(['-v', 'create', 'n', '--table', '0 8 zero'], { dm });
+    assert.equal(made.out, (await run(['info', 'n'], { dm })).out);
+    assert.match((await run(['-v', 'load', 'n', '--table', '0 8 error'], { dm })).out, /^Name: {14}n\n[^]*Tables present:    LIVE & INACTIVE\n[^]*\n\n$/);
+    assert.match((await run(['-v', 'clear', 'n'], { dm })).out, /Tables present:    LIVE\n/);
+  });
+
   test('suspend/resume/remove A B C, in order, stopping at the first failure', async () => {
     const dm = three();
     assert.equal((await run(['suspend', 'a', 'b'], { dm })).code, 0);
