@@ -43,7 +43,7 @@ export function buildParser(schedule: Schedule): Argv {
     .option('noudevsync', { type: 'boolean', default: false, describe: 'do not synchronise with udev (dmkit makes /dev/mapper nodes)' })
     .option('noudevrules', { type: 'boolean', default: false, describe: 'tell the udev rules to leave the device alone' })
     .option('verifyudev', { type: 'boolean', default: false, describe: 'check udev made the nodes (dmkit always makes missing /dev/mapper nodes itself when udev does not)' })
-    .option('udevcookie', { type: 'string', requiresArg: true, describe: 'use this udev cookie (as given, no sync of our own)' })
+    .option('udevcookie', { type: 'string', requiresArg: true, describe: "count resume/remove/rename on this udev cookie's semaphore, without waiting (the caller waits)" })
     .option('verbose', { alias: 'v', type: 'count', describe: 'say more on stderr' })
     .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (udevcomplete_all asks one)' })
     .option('major', { alias: 'j', type: 'string', requiresArg: true, describe: 'the device by major number (with -m)' })
