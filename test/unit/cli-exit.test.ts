@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ExitCode } from '../../src/cli/errors';
+import { CliError, EXIT_CODE_HELP, ExitCode, exitCodeFor, usageError } from '../../src/cli/errors';
+import { DmArgumentError, DmError } from '../../src/dm';
 import { FakeDm, run } from './cli-fake.test';
 
 const oneLine = (text: string): void => assert.match(text, /^dmkit: [^\n]*\n$/, JSON.stringify(text));
@@ -136,5 +137,24 @@ describe('CLI exit codes (issue 12)', () => {
     const readme = readFileSync(join(__dirname, '..', '..', '..', 'README.md'), 'utf8');
     const rows = [...readme.matchAll(/^\| `(\d)` \| `(\w+)` \|/gm)].map((m) => [Number(m[1]), m[2]]);
     assert.deepEqual(rows, Object.entries(ExitCode).map(([k, v]) => [v, k]));
+    // `dmkit --help` prints the same codes, each once.
+    const helpCodes = [...EXIT_CODE_HELP.matchAll(/^ {2}(\d) {2}\S/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(helpCodes, rows.map(([code]) => code));
+    // And the CLI gives each one, for the case the table names.
+    const sys = (code: string, errno: number): Error => Object.assign(new Error(code), { code, errno });
+    const cases: Array<[unknown, number]> = [
+      [new DmError('x', { code: 'EIO', errno: 5 }), 1],
+      [usageError('x'), 2],
+      [new DmArgumentError('ERR_DM_INVALID_NAME', 'x'), 2],
+      [sys('EACCES', 13), 3],
+      [sys('EPERM', 1), 3],
+      [new DmError('x', { code: 'ENXIO', errno: 6 }), 4],
+      [sys('ENOENT', 2), 4],
+      [sys('ENODEV', 19), 4],
+      [new DmError('x', { code: 'EBUSY', errno: 16 }), 5],
+      [new CliError('x', 'ERR_DM_NO_CONTROL', ExitCode.NO_DM), 6],
+    ];
+    for (const [e, code] of cases) assert.equal(exitCodeFor(e), code, String((e as Error).message ?? e));
+    assert.deepEqual([0, ...new Set(cases.map(([, c]) => c))], rows.map(([code]) => code), 'every documented failure code is reachable');
   });
 });

@@ -351,4 +351,33 @@ describe('dmsetup parity: udev cookies (udevcookies, udevcomplete, udevcomplete_
     assert.deepEqual([mine.status === 0, outs[5]!.status], [true, 0]);
     assert.equal(rows(outs[6]!.stdout).size, 0, 'dmsetup removed every cookie');
   });
+
+  test("--udevcookie: resume and remove count on the caller's cookie, nobody waits; a cookie without its semaphore prefix fails", async () => {
+    // s6 and k6 start suspended, so the first resume makes a uevent (udev would complete it: the count
+    // stays up); the second resumes an active device, makes none, and the tool completes it itself.
+    const made = dmsetupBatch([['create', '--concise', 's6,,,rw,0 8 zero;k6,,,rw,0 8 zero'], ['suspend', 's6'], ['suspend', 'k6']]);
+    try {
+      assert.deepEqual(made.map((o) => o.status), [0, 0, 0]);
+      const [c1, c2] = dmsetupBatch([['udevcreatecookie'], ['udevcreatecookie']], { udev: true }).map((o) => o.stdout.trim()) as [string, string];
+      const lines = (c: string, n: string): string[][] => [
+        ['--udevcookie', c, 'resume', n],
+        ['--udevcookie', c, 'resume', n],
+        ['--udevcookie', '123', 'resume', n],
+        ['--udevcookie', c, 'remove', n],
+      ];
+      const theirs = dmsetupBatch(lines(c1, 's6'), { udev: true });
+      const mine: Output[] = [];
+      for (const args of lines(c2, 'k6')) mine.push(await dmkit(args, { udev: true }));
+      assert.deepEqual(mine.map((o) => o.status === 0), theirs.map((o) => o.status === 0), 'exit 0 or not, line by line');
+      assert.deepEqual(theirs.map((o) => o.status === 0), [true, true, false, true]);
+      const [list, gone] = dmsetupBatch([['udevcookies'], ['info', '-c', '--noheadings', '-o', 'name', '-S', 'name=~^[sk]6']]);
+      const now = rows(list!.stdout);
+      assert.deepEqual([now.get(key(c1))?.value, now.get(key(c2))?.value], [3, 3], 'created at 1, +1 per uevent (resume of a suspended device, remove)');
+      await same(['udevcookies'], list);
+      assert.doesNotMatch(gone!.stdout, /[sk]6/, 'both removed');
+    } finally {
+      dmsetupBatch([['remove', 's6'], ['remove', 'k6']]);
+      rmSync('/dev/mapper/k6', { force: true });
+    }
+  });
 });
