@@ -1,7 +1,7 @@
 // dmkit native addon: mknod, SysV semaphores (the udev cookie protocol) and poll with cancellation.
 // Each function checks its arguments and wraps exactly one system call; what to call when, and why,
 // lives in TypeScript (src/dm/nodes.ts, udev.ts, transport.ts). Calls that can block always end (they
-// take a timeout): semWaitZero runs in an AsyncWorker, pollReadable on a thread of its own.
+// take a timeout), and semWaitZero and pollReadable wait on threads of their own, not on the libuv pool.
 #include "sys.h"
 
 #include <errno.h>
@@ -154,53 +154,10 @@ int64_t MonotonicMs() {
   return static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
 }
 
-// Waits on a pool thread until the semaphore is zero or the timeout passes; resolves true / false.
-class SemWaitWorker : public Napi::AsyncWorker {
- public:
-  SemWaitWorker(Napi::Env env, int id, int64_t timeout_ms)
-      : Napi::AsyncWorker(env, "dmkit:sem-wait"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        id_(id),
-        deadline_ms_(MonotonicMs() + timeout_ms) {}
+// semWaitZero(id, timeoutMs) -> Promise<boolean>: true when the value reached zero in time. The wait
+// runs on a thread of its own (see RunOnOwnThread below), never on the libuv pool.
+Napi::Value StartSemWait(Napi::Env env, int id, int64_t timeout_ms);
 
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
-  void Execute() override {
-    for (;;) {
-      int64_t left = deadline_ms_ - MonotonicMs();
-      if (left < 0) left = 0;
-      struct timespec timeout = {static_cast<time_t>(left / 1000), static_cast<long>((left % 1000) * 1000000)};
-      struct sembuf op = {0, 0, 0};
-      if (semtimedop(id_, &op, 1, &timeout) == 0) {
-        reached_ = true;
-        return;
-      }
-      if (errno == EAGAIN) return;
-      if (errno != EINTR) {
-        errno_ = errno;
-        return;
-      }
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (errno_ != 0) {
-      deferred_.Reject(MakeSysError(env, {errno_, "semtimedop", ""}, "semtimedop").Value());
-      return;
-    }
-    deferred_.Resolve(Napi::Boolean::New(env, reached_));
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  int id_;
-  int64_t deadline_ms_;
-  bool reached_ = false;
-  int errno_ = 0;
-};
-
-// semWaitZero(id, timeoutMs) -> Promise<boolean>: true when the value reached zero in time.
 Napi::Value SemWaitZero(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int id = 0;
@@ -208,10 +165,7 @@ Napi::Value SemWaitZero(const Napi::CallbackInfo& info) {
   if (!GetSemId(info, &id) || !GetInteger(info, 1, "timeout", 0, kTimeoutMaxMs, &timeout_ms)) {
     return env.Undefined();
   }
-  auto* worker = new SemWaitWorker(env, id, timeout_ms);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return StartSemWait(env, id, timeout_ms);
 }
 
 // ---- eventfd and poll ----
@@ -286,65 +240,148 @@ Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-enum class PollResult { kReadable, kCancelled, kTimeout };
-
-// One pollReadable call. It waits on a thread of its own, not on the libuv pool: a wait may last up to
-// 2^31 ms, and a handful of them would otherwise hold every pool thread (fs, dns and crypto queue
-// behind them). The result comes back through a thread-safe function.
-struct PollJob {
-  int fd;
-  int cancel_fd;
-  int timeout_ms;
-  PollResult result = PollResult::kTimeout;
-  int err = 0;
+// ---- blocking waits on threads of their own ----
+//
+// semWaitZero and pollReadable may wait up to 2^31 ms. On the libuv pool (an AsyncWorker) four such
+// waits would hold every pool thread, and fs, dns and crypto would queue behind them. So each wait gets
+// a small detached thread; its result comes back to the JS thread through a thread-safe function,
+// which settles the promise.
+struct ThreadJob {
+  virtual ~ThreadJob() = default;
+  // On the job's thread: the blocking call; keeps its result in the job.
+  virtual void Run() = 0;
+  // On the JS thread: resolves or rejects `deferred`.
+  virtual void Settle(Napi::Env env) = 0;
   napi_deferred deferred = nullptr;
 };
 
-void PollDone(Napi::Env env, Napi::Function, std::nullptr_t*, PollJob* job) {
-  std::unique_ptr<PollJob> owned(job);
+void JobDone(Napi::Env env, Napi::Function, std::nullptr_t*, ThreadJob* job) {
+  std::unique_ptr<ThreadJob> owned(job);
   if (env == nullptr) return;  // the environment is being torn down; nothing is waiting
   Napi::HandleScope scope(env);
-  if (job->err != 0) {
-    Napi::Error e = MakeSysError(env, {job->err, "poll", ""}, "poll device-mapper control");
-    napi_reject_deferred(env, job->deferred, e.Value());
-    return;
-  }
-  const char* names[] = {"readable", "cancelled", "timeout"};
-  napi_resolve_deferred(env, job->deferred, Napi::String::New(env, names[static_cast<int>(job->result)]));
+  job->Settle(env);
 }
 
-using PollTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, PollJob, PollDone>;
+using JobTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, ThreadJob, JobDone>;
 
-struct PollThreadArgs {
-  PollTsfn tsfn;
-  PollJob* job;
+struct JobThreadArgs {
+  JobTsfn tsfn;
+  ThreadJob* job;
 };
 
-void RunPoll(PollJob* job) {
-  struct pollfd fds[2] = {{job->fd, POLLIN, 0}, {job->cancel_fd, POLLIN, 0}};
-  int n = poll(fds, 2, job->timeout_ms);
-  // EINTR ends this slice early; the caller polls again, as it does after a timeout.
-  if (n < 0 && errno != EINTR) job->err = errno;
-  if (n <= 0) return;
-  // A closed fd on either side is the caller's bug: say so rather than report a cancel or a timeout.
-  if ((fds[0].revents & POLLNVAL) || (fds[1].revents & POLLNVAL)) {
-    job->err = EBADF;
-  } else if (fds[1].revents != 0) {
-    job->result = PollResult::kCancelled;
-  } else if (fds[0].revents & (POLLERR | POLLHUP)) {
-    job->err = EIO;
-  } else if (fds[0].revents & POLLIN) {
-    job->result = PollResult::kReadable;
-  }
-}
-
-void* PollThread(void* arg) {
-  std::unique_ptr<PollThreadArgs> args(static_cast<PollThreadArgs*>(arg));
-  RunPoll(args->job);
-  if (args->tsfn.BlockingCall(args->job) != napi_ok) delete args->job;  // closing: nobody to resolve
+void* JobThread(void* arg) {
+  std::unique_ptr<JobThreadArgs> args(static_cast<JobThreadArgs*>(arg));
+  args->job->Run();
+  if (args->tsfn.BlockingCall(args->job) != napi_ok) delete args->job;  // closing: nobody to settle
   args->tsfn.Release();
   return nullptr;
 }
+
+// Starts `job` on a thread of its own and returns its promise.
+Napi::Value RunOnOwnThread(Napi::Env env, std::unique_ptr<ThreadJob> job, const char* name) {
+  napi_value promise = nullptr;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) return env.Undefined();
+  auto args = std::make_unique<JobThreadArgs>();
+  args->tsfn = JobTsfn::New(env, name, 0, 1);
+  args->job = job.get();
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int rc = pthread_create(&thread, &attr, JobThread, args.get());
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    args->tsfn.Release();
+    napi_reject_deferred(env, job->deferred,
+                         MakeSysError(env, {rc, "pthread_create", ""}, std::string("pthread_create (") + name + ")").Value());
+    return Napi::Value(env, promise);
+  }
+  // The thread owns both now; JobDone settles the promise back on this thread.
+  (void)args.release();
+  (void)job.release();
+  return Napi::Value(env, promise);
+}
+
+// Waits until the semaphore is zero or the timeout passes; resolves true / false.
+struct SemWaitJob : ThreadJob {
+  int id = 0;
+  int64_t deadline_ms = 0;
+  bool reached = false;
+  int err = 0;
+
+  void Run() override {
+    for (;;) {
+      int64_t left = deadline_ms - MonotonicMs();
+      if (left < 0) left = 0;
+      struct timespec timeout = {static_cast<time_t>(left / 1000), static_cast<long>((left % 1000) * 1000000)};
+      struct sembuf op = {0, 0, 0};
+      if (semtimedop(id, &op, 1, &timeout) == 0) {
+        reached = true;
+        return;
+      }
+      if (errno == EAGAIN) return;
+      if (errno != EINTR) {
+        err = errno;
+        return;
+      }
+    }
+  }
+
+  void Settle(Napi::Env env) override {
+    if (err != 0) {
+      napi_reject_deferred(env, deferred, MakeSysError(env, {err, "semtimedop", ""}, "semtimedop").Value());
+      return;
+    }
+    napi_resolve_deferred(env, deferred, Napi::Boolean::New(env, reached));
+  }
+};
+
+Napi::Value StartSemWait(Napi::Env env, int id, int64_t timeout_ms) {
+  auto job = std::make_unique<SemWaitJob>();
+  job->id = id;
+  job->deadline_ms = MonotonicMs() + timeout_ms;
+  return RunOnOwnThread(env, std::move(job), "dmkit:sem-wait");
+}
+
+enum class PollResult { kReadable, kCancelled, kTimeout };
+
+// One pollReadable call: the control fd readable, the cancel fd signalled, or the timeout.
+struct PollJob : ThreadJob {
+  int fd = -1;
+  int cancel_fd = -1;
+  int timeout_ms = 0;
+  PollResult result = PollResult::kTimeout;
+  int err = 0;
+
+  void Run() override {
+    struct pollfd fds[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+    int n = poll(fds, 2, timeout_ms);
+    // EINTR ends this slice early; the caller polls again, as it does after a timeout.
+    if (n < 0 && errno != EINTR) err = errno;
+    if (n <= 0) return;
+    // A closed fd on either side is the caller's bug: say so rather than report a cancel or a timeout.
+    if ((fds[0].revents & POLLNVAL) || (fds[1].revents & POLLNVAL)) {
+      err = EBADF;
+    } else if (fds[1].revents != 0) {
+      result = PollResult::kCancelled;
+    } else if (fds[0].revents & (POLLERR | POLLHUP)) {
+      err = EIO;
+    } else if (fds[0].revents & POLLIN) {
+      result = PollResult::kReadable;
+    }
+  }
+
+  void Settle(Napi::Env env) override {
+    if (err != 0) {
+      Napi::Error e = MakeSysError(env, {err, "poll", ""}, "poll device-mapper control");
+      napi_reject_deferred(env, deferred, e.Value());
+      return;
+    }
+    const char* names[] = {"readable", "cancelled", "timeout"};
+    napi_resolve_deferred(env, deferred, Napi::String::New(env, names[static_cast<int>(result)]));
+  }
+};
 
 // pollReadable(fd, cancelFd, timeoutMs) -> Promise<'readable' | 'cancelled' | 'timeout'>; a closed fd
 // (either one) rejects with EBADF.
@@ -356,34 +393,11 @@ Napi::Value PollReadable(const Napi::CallbackInfo& info) {
       !GetInteger(info, 2, "timeout", 0, kTimeoutMaxMs, &timeout_ms)) {
     return env.Undefined();
   }
-  napi_deferred deferred = nullptr;
-  napi_value promise = nullptr;
-  if (napi_create_promise(env, &deferred, &promise) != napi_ok) return env.Undefined();
   auto job = std::make_unique<PollJob>();
   job->fd = fd;
   job->cancel_fd = cancel_fd;
   job->timeout_ms = static_cast<int>(timeout_ms);
-  job->deferred = deferred;
-  auto args = std::make_unique<PollThreadArgs>();
-  args->tsfn = PollTsfn::New(env, "dmkit:poll", 0, 1);
-  args->job = job.get();
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t thread;
-  int rc = pthread_create(&thread, &attr, PollThread, args.get());
-  pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    args->tsfn.Release();
-    napi_reject_deferred(env, deferred,
-                         MakeSysError(env, {rc, "pthread_create", ""}, "pthread_create (poll thread)").Value());
-    return Napi::Value(env, promise);
-  }
-  // The thread owns both now; PollDone settles the promise back on this thread.
-  (void)args.release();
-  (void)job.release();
-  return Napi::Value(env, promise);
+  return RunOnOwnThread(env, std::move(job), "dmkit:poll");
 }
 
 }  // namespace

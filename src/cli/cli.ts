@@ -42,9 +42,10 @@ export function buildParser(schedule: Schedule): Argv {
     // dmsetup's global options: accepted before or after any verb.
     .option('noudevsync', { type: 'boolean', default: false, describe: 'do not synchronise with udev (dmkit makes /dev/mapper nodes)' })
     .option('noudevrules', { type: 'boolean', default: false, describe: 'tell the udev rules to leave the device alone' })
-    .option('udevcookie', { type: 'string', requiresArg: true, describe: 'use this udev cookie (as given, no sync of our own)' })
+    .option('verifyudev', { type: 'boolean', default: false, describe: 'check udev made the nodes (dmkit always makes missing /dev/mapper nodes itself when udev does not)' })
+    .option('udevcookie', { type: 'string', requiresArg: true, describe: "count resume/remove/rename on this udev cookie's semaphore, without waiting (the caller waits)" })
     .option('verbose', { alias: 'v', type: 'count', describe: 'say more on stderr' })
-    .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (dmkit asks none)' })
+    .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'answer yes to questions (udevcomplete_all asks one)' })
     .option('major', { alias: 'j', type: 'string', requiresArg: true, describe: 'the device by major number (with -m)' })
     .option('minor', { alias: 'm', type: 'string', requiresArg: true, describe: 'the device by minor number (with -j); create: ask for it' })
     .option('readahead', { type: 'string', requiresArg: true, describe: 'create/resume: read-ahead in sectors, +N (at least N), auto or none' })
@@ -101,8 +102,45 @@ function globalsOf(argv: Record<string, unknown>, env: Readonly<Record<string, s
   };
 }
 
-/** The first word that is not an option: the command named in error messages. */
-const verbOf = (args: readonly string[]): string => args.find((a) => !a.startsWith('-')) ?? '';
+/** Global options that take a value as the next word (`--udevcookie 5 info`: the verb is info). */
+const GLOBAL_VALUE_OPTIONS = new Set(['--udevcookie', '-j', '--major', '-m', '--minor', '--readahead']);
+
+/** Where the verb is: the first word that is neither an option nor a global option's value (-1: none). */
+function verbIndex(args: readonly string[]): number {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return -1;
+    if (!a.startsWith('-') || a === '-') return i;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
+  }
+  return -1;
+}
+
+/** The command named in error messages: the verb, or '' when there is none. */
+const verbOf = (args: readonly string[]): string => {
+  const i = verbIndex(args);
+  return i < 0 ? '' : args[i]!;
+};
+
+const isJsonOption = (a: string): boolean => /^--(no-)?json(=.*)?$/.test(a);
+
+/**
+ * `dmkit --json VERB ...` is `dmkit VERB ... --json`: --json belongs to the commands that print
+ * documents, so one given before the verb moves to the end of the command's own options (before a
+ * `--`). The command then takes it as if typed after it, or refuses it (exit 2) if it has no --json.
+ */
+export function moveLeadingJson(args: readonly string[], isVerb: (word: string) => boolean = () => true): string[] {
+  const verb = verbIndex(args);
+  if (verb < 0) return [...args];
+  const leading = args.slice(0, verb);
+  const json = leading.filter(isJsonOption);
+  if (json.length === 0) return [...args];
+  const rest = [...leading.filter((a) => !isJsonOption(a)), ...args.slice(verb)];
+  // An unknown verb is the error to report; the JSON form of it still comes from wantsJson(given args).
+  if (!isVerb(args[verb]!)) return rest;
+  const end = rest.indexOf('--');
+  return end < 0 ? [...rest, ...json] : [...rest.slice(0, end), ...json, ...rest.slice(end)];
+}
 
 /** --json among the options (not after a `--`): errors are then also a JSON document on stdout. */
 function wantsJson(args: readonly string[]): boolean {
@@ -140,9 +178,22 @@ function joinDashValues(args: readonly string[]): string[] {
   return out;
 }
 
+let verbs: ReadonlySet<string> | undefined;
+
+/** The top-level command names (and aliases) the parser knows. */
+function isKnownVerb(word: string): boolean {
+  if (!verbs) {
+    const internal = (buildParser(() => undefined) as unknown as { getInternalMethods(): { getCommandInstance(): { getCommands(): string[] } } })
+      .getInternalMethods()
+      .getCommandInstance();
+    verbs = new Set(internal.getCommands());
+  }
+  return verbs.has(word);
+}
+
 /** Runs one command line to completion; resolves with the exit status. */
 export async function runCli(givenArgs: readonly string[], runtime: Runtime): Promise<ExitCode> {
-  const args = joinDashValues(givenArgs);
+  const args = joinDashValues(moveLeadingJson(givenArgs, isKnownVerb));
   let chosen: { verb: string; action: Action } | undefined;
   let helpText = '';
   let parsed: Record<string, unknown> | undefined;
@@ -155,21 +206,21 @@ export async function runCli(givenArgs: readonly string[], runtime: Runtime): Pr
       parsed = argv as Record<string, unknown>;
     });
   } catch (e) {
-    return report(runtime, verbOf(args), e, args);
+    return report(runtime, verbOf(args), e, givenArgs);
   }
   if (helpText) runtime.stdout(`${helpText}\n`);
   if (!chosen) return ExitCode.OK;
-  let ctx = new CommandContext(runtime, args);
+  let ctx = new CommandContext(runtime, givenArgs);
   try {
     // Names, uuids and target types are checked before the control node is opened or root is checked.
     if (parsed) {
       preflight(parsed);
-      ctx = new CommandContext(runtime, args, globalsOf(parsed, runtime.env));
+      ctx = new CommandContext(runtime, givenArgs, globalsOf(parsed, runtime.env));
     }
     await chosen.action(ctx);
     return ExitCode.OK;
   } catch (e) {
-    return report(runtime, chosen.verb, e, args);
+    return report(runtime, chosen.verb, e, givenArgs);
   } finally {
     await ctx.close().catch(() => undefined);
   }

@@ -10,8 +10,16 @@ import {
   udevComplete,
   udevCompleteAll,
   udevcookiesText,
+  udevCompleteAllDone,
+  udevCompleteAllWarning,
+  udevSyncActive,
+  yesNoAnswer,
+  parseAgeMinutes,
+  parseCookie,
   wipeTable,
 } from './compat';
+import { existsSync } from 'node:fs';
+import { UDEV_CONTROL_PATH } from '../dm/udev';
 import { usageError } from './errors';
 import { renderReport, splitName, SPLITNAME_DEFAULT, SPLITNAME_FIELDS } from './report';
 import { reportOptions, type ReportArgs } from './report-options';
@@ -56,34 +64,39 @@ export const compatCommands: CommandGroup = (y, schedule) =>
     )
     .command(
       'udevcomplete <cookie>',
-      "Signal that udev has processed a cookie's uevent (what udev's notify rule runs)",
+      "Signal that udev has processed a cookie's uevent (what udev's notify rule runs; nothing without udev sync)",
       (b) => b.positional('cookie', { type: 'string' }),
       (argv) => {
         const a = argv as unknown as { cookie: string };
-        schedule('udevcomplete', async () => {
-          udevComplete(a.cookie, cookieSemaphores(), nativeCookieOps());
+        schedule('udevcomplete', async (ctx) => {
+          const sync = udevSyncActive(ctx.globals.noudevsync, ctx.runtime.env, () => existsSync(UDEV_CONTROL_PATH));
+          if (parseCookie(a.cookie) === undefined || !sync) {
+            udevComplete(a.cookie, [], nativeCookieOps(), sync);
+            return;
+          }
+          udevComplete(a.cookie, cookieSemaphores(), nativeCookieOps(), sync);
         });
       },
     )
     .command(
       'udevcomplete_all [age]',
-      'Remove udev cookie semaphores left behind (older than AGE minutes); asks unless -y',
+      'Remove udev cookie semaphores left behind (untouched for AGE minutes); asks unless -y',
       (b) => b.positional('age', { type: 'string' }),
       (argv) => {
         const a = argv as unknown as { age?: string; yes: boolean };
         schedule('udevcomplete_all', async (ctx) => {
-          const prefix = '3405 (0xd4d)';
+          const age = parseAgeMinutes(a.age);
           if (!a.yes) {
-            ctx.runtime.stderr(`WARNING: This operation will destroy all semaphores with keys that have a prefix ${prefix}.\n`);
+            ctx.runtime.stderr(`${udevCompleteAllWarning(age)}\n`);
             ctx.write('Do you really want to continue? [y/n]: ');
-            const answer = (await ctx.runtime.readStdin()) ?? '';
-            if (!/^\s*y/i.test(answer)) {
-              ctx.print('', `Semaphores with keys prefixed by ${prefix} NOT destroyed.`);
+            const answer = yesNoAnswer((await ctx.runtime.readStdin()) ?? '');
+            if (answer.newline) ctx.write('\n');
+            if (!answer.yes) {
+              ctx.print('Semaphores with keys prefixed by 3405 (0xd4d) NOT destroyed.');
               return;
             }
           }
-          const n = udevCompleteAll(a.age, cookieSemaphores(), nativeCookieOps(), Math.floor(Date.now() / 1000));
-          ctx.print(`${n} semaphores with keys prefixed by ${prefix} destroyed.`);
+          ctx.print(udevCompleteAllDone(udevCompleteAll(a.age, cookieSemaphores(), nativeCookieOps(), Math.floor(Date.now() / 1000))));
         });
       },
     );

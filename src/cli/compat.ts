@@ -207,8 +207,7 @@ export function cookieSemaphores(procText = readFileSync('/proc/sysvipc/sem', 'u
 const cookieOf = (key: number): string => `0x${(key >>> 0).toString(16)}`;
 
 function timeText(seconds: number): string {
-  if (seconds === 0) return '-';
-  // dmsetup prints ctime(3) without its newline.
+  // dmsetup prints ctime(3) without its newline, for a never-operated semaphore too (the epoch).
   const d = new Date(seconds * 1000);
   const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
   const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -233,28 +232,99 @@ export interface CookieOps {
 
 export const nativeCookieOps = (): CookieOps => loadNative();
 
-/** udevcomplete COOKIE: the notify rule's decrement (the cookie's upper half may carry udev flags). */
-export function udevComplete(cookieText: string, sems: readonly CookieSemaphore[], ops: CookieOps): void {
-  const n = /^0x[0-9a-f]+$/i.test(cookieText) ? parseInt(cookieText, 16) : /^\d+$/.test(cookieText) ? Number(cookieText) : NaN;
-  if (!Number.isInteger(n) || n > 0xffffffff) throw usageError(`udevcomplete: bad cookie ${JSON.stringify(cookieText)}`);
-  const key = ((COOKIE_MAGIC << 16) | (n & 0xffff)) >>> 0;
-  const sem = sems.find((s) => s.key === key);
-  if (!sem) throw new CliError(`udevcomplete: no semaphore for cookie ${cookieOf(key)}`, 'ENOENT', ExitCode.NOT_FOUND);
-  ops.semAdd(sem.id, -1);
+/**
+ * A cookie as dmsetup reads one (strtoul, base 0): decimal, 0x hex or 0 octal, not 0, at most 32 bits.
+ * Anything else is undefined.
+ */
+export function parseCookie(text: string): number | undefined {
+  const m = /^\s*\+?(?:0x([0-9a-f]+)|(0[0-7]*)|([1-9][0-9]*))$/i.exec(text);
+  if (!m) return undefined;
+  const n = m[1] !== undefined ? parseInt(m[1], 16) : m[2] !== undefined ? parseInt(m[2], 8) : Number(m[3]);
+  return Number.isSafeInteger(n) && n > 0 && n <= 0xffffffff ? n : undefined;
 }
 
-/** udevcomplete_all [AGE_MIN]: removes cookie semaphores untouched for AGE_MIN minutes (default 0). */
-export function udevCompleteAll(ageText: string | undefined, sems: readonly CookieSemaphore[], ops: CookieOps, nowSeconds: number): number {
-  const age = ageText === undefined ? 0 : Number(ageText);
-  if (!/^\d*$/.test(ageText ?? '') || !Number.isInteger(age)) throw usageError(`udevcomplete_all: bad age ${JSON.stringify(ageText)}`);
+/**
+ * udevcomplete COOKIE: the notify rule's decrement, as dmsetup does it. The cookie's upper half may
+ * carry udev flags and is replaced by the magic; a cookie whose lower half is 0 carries flags only and
+ * is done at once. With udev sync off (`syncActive` false: --noudevsync, $DM_DISABLE_UDEV, or udev not
+ * running) there is nothing to signal, and nothing is touched. Returns whether a semaphore was
+ * decremented.
+ */
+export function udevComplete(cookieText: string, sems: readonly CookieSemaphore[], ops: CookieOps, syncActive = true): boolean {
+  const n = parseCookie(cookieText);
+  if (n === undefined) throw usageError(`udevcomplete: bad cookie ${JSON.stringify(cookieText)} (a number: decimal, 0x hex or 0 octal, not 0)`);
+  if ((n & 0xffff) === 0 || !syncActive) return false;
+  const key = ((COOKIE_MAGIC << 16) | (n & 0xffff)) >>> 0;
+  const sem = sems.find((s) => s.key === key);
+  if (!sem) throw new CliError(`udevcomplete: no semaphore for cookie ${cookieOf(key)}`, 'ENOENT', ExitCode.FAILED);
+  try {
+    ops.semAdd(sem.id, -1);
+  } catch (e) {
+    if ((e as { code?: unknown } | null)?.code === 'EAGAIN') {
+      throw new CliError(`udevcomplete: cookie ${cookieOf(key)} (semid ${sem.id}) is already at 0: incorrect semaphore state`, 'EAGAIN', ExitCode.FAILED);
+    }
+    throw e;
+  }
+  return true;
+}
+
+/** Whether udev sync is on, as libdm decides it: not --noudevsync, no $DM_DISABLE_UDEV, and udev running. */
+export function udevSyncActive(noudevsync: boolean, env: Readonly<Record<string, string | undefined>>, udevRunning: () => boolean): boolean {
+  return !noudevsync && env.DM_DISABLE_UDEV === undefined && udevRunning();
+}
+
+/** The age argument of udevcomplete_all in minutes, read as dmsetup's sscanf("%u") reads it. */
+export function parseAgeMinutes(ageText: string | undefined): number {
+  if (ageText === undefined) return 0;
+  const m = /^\s*\+?(\d+)/.exec(ageText);
+  if (!m || Number(m[1]) > 0xffffffff) throw usageError(`udevcomplete_all: bad age ${JSON.stringify(ageText)} (whole minutes)`);
+  return Number(m[1]);
+}
+
+/**
+ * udevcomplete_all [AGE_MIN]: removes the cookie semaphores neither changed nor operated on in the last
+ * AGE_MIN minutes (default 0: all). Returns how many were removed and how many were skipped.
+ */
+export function udevCompleteAll(
+  ageText: string | undefined,
+  sems: readonly CookieSemaphore[],
+  ops: CookieOps,
+  nowSeconds: number,
+): { removed: number; skipped: number } {
+  const age = parseAgeMinutes(ageText);
   let removed = 0;
+  let skipped = 0;
   for (const s of sems) {
-    if (nowSeconds - Math.max(s.otime, s.ctime) < age * 60) continue;
+    if (s.ctime + age * 60 > nowSeconds || s.otime + age * 60 > nowSeconds) {
+      skipped++;
+      continue;
+    }
     ops.semRemove(s.id);
     removed++;
   }
-  return removed;
+  return { removed, skipped };
 }
+
+/**
+ * dmsetup's yes/no prompt over the whole of stdin: the last y or n on a line counts once that line
+ * ends; input that ends first is a no. `newline` says whether dmsetup adds a line break after the
+ * prompt (when the input did not end with one).
+ */
+export function yesNoAnswer(input: string): { yes: boolean; newline: boolean } {
+  let answer = '';
+  for (const ch of input) {
+    const c = ch.toLowerCase();
+    if (c === 'y' || c === 'n') answer = c;
+    if (c === '\n' && answer) return { yes: answer === 'y', newline: false };
+  }
+  return { yes: false, newline: true };
+}
+
+/** udevcomplete_all's lines: dmsetup's warning (stderr) and its closing line. */
+export const udevCompleteAllWarning = (age: number): string =>
+  `WARNING: This operation will destroy all semaphores ${age ? `older than ${age} minutes ` : ''}with keys that have a prefix 3405 (0xd4d).`;
+export const udevCompleteAllDone = (r: { removed: number; skipped: number }): string =>
+  `${r.removed} semaphores with keys prefixed by 3405 (0xd4d) destroyed. ${r.skipped} skipped.`;
 
 /** wipe_table: an error table of the live table's size, made live (dmsetup wipe_table). */
 export async function wipeTable(dm: DeviceMapper, id: DevId): Promise<void> {

@@ -17,7 +17,7 @@ export interface GlobalOptions {
   readonly noudevsync: boolean;
   /** --noudevrules: tell the udev rules to leave the device alone (DM_UDEV_DISABLE_{DM,SUBSYSTEM}_RULES). */
   readonly noudevrules: boolean;
-  /** --udevcookie C (or $DM_UDEV_COOKIE): the caller's cookie, put in event_nr as given. */
+  /** --udevcookie C (or $DM_UDEV_COOKIE): the caller's cookie, counted on as libdm does (no wait). */
   readonly udevcookie: number | undefined;
   /** -v: how many times it was given. */
   readonly verbose: number;
@@ -43,8 +43,8 @@ export class CommandContext {
 
   /** The udev options of resume, remove and rename, from --udevcookie and --noudevrules. */
   udevOptions(): { udevCookie?: number; udevFlags?: number } {
-    if (this.globals.udevcookie !== undefined) return { udevCookie: this.globals.udevcookie };
-    return this.globals.noudevrules ? { udevFlags: NO_UDEV_RULES } : {};
+    const flags = this.globals.noudevrules ? { udevFlags: NO_UDEV_RULES } : {};
+    return this.globals.udevcookie === undefined ? flags : { udevCookie: this.globals.udevcookie, ...flags };
   }
 
   /** -v: a line on stderr, as dmsetup's verbose output goes there. */

@@ -5,7 +5,8 @@
  */
 import { chmodSync, chownSync, existsSync } from 'node:fs';
 import type { DevId, DeviceInfo, DeviceMapper, TargetLine } from '../dm';
-import { applyReadAhead, parseConcise, parseReadAhead, resolveDevices, type ReadAhead } from './compat';
+import { applyReadAhead, parseConcise, parseReadAhead, readAheadSectors, resolveDevices, type ReadAhead } from './compat';
+import { infoText } from './output';
 import { sectors } from '../units';
 import type { CommandGroup } from './commands';
 import { jsonOpt, nameArg, uuidOpt } from './commands';
@@ -93,6 +94,16 @@ function afterCreate(ctx: CommandContext, info: DeviceInfo, node: NodeOwnership,
   if (info.flags.activePresent) applyReadAhead(ctx, info.name, info.dev, readAhead);
 }
 
+/**
+ * -v: dmsetup prints the device's `info` block after create, load, suspend, resume and clear (on
+ * stdout, with the blank line that ends each block), read after the command took effect.
+ */
+async function showVerbose(ctx: CommandContext, dm: DeviceMapper, id: DevId): Promise<void> {
+  if (ctx.globals.verbose === 0) return;
+  const info = await dm.info(id);
+  ctx.print(`${infoText(info, readAheadSectors(info.dev))}\n`);
+}
+
 /** NAMEs, -u UUID or -j/-m: at least one device. */
 async function devicesOf(ctx: CommandContext, names: readonly string[] | undefined, uuid: string | undefined): Promise<DevId[]> {
   const ids = await resolveDevices(ctx, names ?? [], uuid);
@@ -159,12 +170,16 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
             if (a.table !== undefined || a.tableFile !== undefined || a.file !== undefined) {
               throw usageError('--notable and a table exclude each other');
             }
-            await (await ctx.dm()).create(a.name, opts);
+            const dm = await ctx.dm();
+            await dm.create(a.name, opts);
+            await showVerbose(ctx, dm, { name: a.name });
             return;
           }
           const targets = await readTable(ctx, a);
-          const info = await (await ctx.dm()).create(a.name, { ...opts, targets });
+          const dm = await ctx.dm();
+          const info = await dm.create(a.name, { ...opts, targets });
           afterCreate(ctx, info, node, readAhead);
+          await showVerbose(ctx, dm, { name: info.name });
         });
       },
     )
@@ -186,7 +201,9 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
           const src = a.uuid !== undefined && a.name !== undefined && a.file === undefined ? { ...a, file: a.name, name: undefined } : a;
           const id = deviceId(src.name, a.uuid);
           const targets = await readTable(ctx, src);
-          await (await ctx.dm()).load(id, targets, { readOnly: a.readonly });
+          const dm = await ctx.dm();
+          await dm.load(id, targets, { readOnly: a.readonly });
+          await showVerbose(ctx, dm, id);
         });
       },
     )
@@ -205,7 +222,10 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
           const ids = await devicesOf(ctx, a.names, a.uuid);
           const dm = await ctx.dm();
           // One device after the other, stopping at the first failure, as dmsetup does.
-          for (const id of ids) await dm.suspend(id, { noflush: a.noflush, nolockfs: a.nolockfs });
+          for (const id of ids) {
+            await dm.suspend(id, { noflush: a.noflush, nolockfs: a.nolockfs });
+            await showVerbose(ctx, dm, id);
+          }
         });
       },
     )
@@ -227,6 +247,7 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
           for (const id of ids) {
             const info = await dm.resume(id, { noflush: a.noflush, nolockfs: a.nolockfs, ...ctx.udevOptions() });
             applyReadAhead(ctx, info.name, info.dev, readAhead);
+            await showVerbose(ctx, dm, id);
           }
         });
       },
@@ -285,7 +306,10 @@ export const deviceCommands: CommandGroup = (y, schedule) =>
       (argv) => {
         const a = argv as unknown as { name?: string; uuid?: string };
         schedule('clear', async (ctx) => {
-          await (await ctx.dm()).clear(deviceId(a.name, a.uuid));
+          const id = deviceId(a.name, a.uuid);
+          const dm = await ctx.dm();
+          await dm.clear(id);
+          await showVerbose(ctx, dm, id);
         });
       },
     )

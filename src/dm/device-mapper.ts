@@ -157,10 +157,11 @@ export interface SuspendOptions {
   readonly nolockfs?: boolean;
 }
 /**
- * udev options for resume, remove, rename and setUuid. `udevCookie` is a caller-managed cookie placed
- * in event_nr as given (as `dmsetup --udevcookie`); dmkit then runs no sync of its own and the caller
- * waits on the cookie. Otherwise, when udev sync is active, `udevFlags` (UdevFlag bits) go into the
- * upper half of event_nr beside dmkit's own cookie and DM_UDEV_PRIMARY_SOURCE.
+ * udev options for resume, remove, rename and setUuid. `udevFlags` (UdevFlag bits) go into the upper
+ * half of event_nr with DM_UDEV_PRIMARY_SOURCE. `udevCookie` is a caller-managed cookie (as `dmsetup
+ * --udevcookie`): with udev sync active the task is counted on its semaphore (which must exist) and
+ * dmkit does not wait (the caller waits for its whole transaction); with sync off it is ignored, as
+ * libdm ignores it. Without one, dmkit makes and waits on a cookie of its own when sync is active.
  */
 export interface UdevOptions {
   readonly udevCookie?: number;
@@ -398,6 +399,7 @@ export class DeviceMapper {
       mode: options.udev ?? 'auto',
       semaphores: system?.semaphores,
       exists: (path) => system?.exists(path) ?? false,
+      findSemaphore: system?.findSemaphore && ((key) => system.findSemaphore!(key)),
       timeoutMs: options.udevTimeoutMs,
       warn: this.warn,
     });
@@ -701,9 +703,9 @@ export class DeviceMapper {
     opts: UdevOptions,
     run: (eventNr: number) => Promise<T>,
   ): Promise<T> {
-    if (opts.udevCookie !== undefined) return run(checkU32(opts.udevCookie, 'udev cookie'));
     const flags = checkUdevFlags(opts.udevFlags ?? 0);
     const ueventGenerated = (r: T): boolean => ('flags' in r ? r.flags.ueventGenerated : r.ueventGenerated);
+    if (opts.udevCookie !== undefined) return this.udev.runWithCookie({ what, flags, run, ueventGenerated }, checkU32(opts.udevCookie, 'udev cookie'));
     return this.udev.run({ what, flags, run, ueventGenerated });
   }
 

@@ -14,7 +14,7 @@
  * three commands above take part (libdm and devicemapper-rs agree).
  */
 import { randomInt } from 'node:crypto';
-import { DmArgumentError } from './errors';
+import { DmArgumentError, DmError } from './errors';
 import { describeValue } from './check';
 
 import type { DmSysBinding } from './native';
@@ -155,6 +155,8 @@ export interface UdevSyncOptions {
   readonly timeoutMs?: number;
   readonly warn: (message: string) => void;
   readonly random?: () => number;
+  /** The id of the semaphore with this key, undefined when there is none (a caller's cookie). */
+  readonly findSemaphore?: (key: number) => number | undefined;
 }
 
 /** A command that takes part in the protocol: run with an event_nr, report whether a uevent came. */
@@ -189,6 +191,44 @@ export class UdevSync {
       throw e;
     }
     await this.wait(cookie, task.ueventGenerated(result), task.what);
+    return result;
+  }
+
+  /**
+   * A caller's cookie (dmsetup --udevcookie, $DM_UDEV_COOKIE), used as libdm uses one. With sync active
+   * the task is counted on the cookie's semaphore, which must exist and carry the 0x0d4d prefix; udev's
+   * notify rule completes it, or dmkit does when the reply says no uevent was generated (or the ioctl
+   * failed). Nobody waits here: the caller waits once for the whole transaction (dmsetup
+   * udevreleasecookie). With sync off the cookie means nothing: only the flags reach the kernel.
+   */
+  async runWithCookie<T>(task: UdevTask<T>, cookie: number): Promise<T> {
+    const flags = checkUdevFlags(task.flags) | UdevFlag.PRIMARY_SOURCE;
+    if (!this.active()) return task.run((flags << DM_UDEV_FLAGS_SHIFT) >>> 0);
+    const hex = `0x${(cookie >>> 0).toString(16).padStart(8, '0')}`;
+    if (cookie >>> DM_UDEV_FLAGS_SHIFT !== DM_COOKIE_MAGIC) {
+      throw new DmArgumentError('ERR_DM_INVALID_ARGUMENT', `${task.what}: udev cookie ${hex} lacks the 0x0d4d prefix of a cookie semaphore`);
+    }
+    const sem = this.semaphores();
+    const id = this.opts.findSemaphore?.(cookie >>> 0);
+    if (id === undefined) {
+      throw new DmError(`${task.what}: no semaphore for udev cookie ${hex}`, { code: 'ENOENT', errno: 2, command: task.what });
+    }
+    sem.semAdd(id, 1);
+    const done = (): void => {
+      try {
+        sem.semAdd(id, -1);
+      } catch (e) {
+        this.opts.warn(`${task.what}: completing udev cookie ${hex} failed: ${(e as Error).message}`);
+      }
+    };
+    let result: T;
+    try {
+      result = await task.run(cookieEventNr(cookie, flags));
+    } catch (e) {
+      done();
+      throw e;
+    }
+    if (!task.ueventGenerated(result)) done();
     return result;
   }
 

@@ -11,8 +11,15 @@ import {
   lsTree,
   parseConcise,
   parseReadAhead,
+  parseAgeMinutes,
+  parseCookie,
   udevComplete,
   udevCompleteAll,
+  udevCompleteAllDone,
+  udevCompleteAllWarning,
+  udevcookiesText,
+  udevSyncActive,
+  yesNoAnswer,
   type CookieOps,
 } from '../../src/cli/compat';
 import { ExitCode } from '../../src/cli/errors';
@@ -114,6 +121,20 @@ describe('several devices per command, -j/-m, and the other options', () => {
     return dm;
   };
 
+  test("-v: create, load, suspend, resume and clear print each device's info block, as dmsetup -v does", async () => {
+    const dm = three();
+    const noEvents = (text: string): string => text.replace(/^Event number: .*\n/gm, '');
+    const info = noEvents((await run(['info', 'a', 'b'], { dm })).out);
+    assert.equal(noEvents((await run(['-v', 'suspend', 'a', 'b'], { dm })).out), info.replace(/ACTIVE/g, 'SUSPENDED'));
+    assert.equal(noEvents((await run(['-v', 'resume', 'a', 'b'], { dm })).out), info);
+    assert.equal((await run(['suspend', 'a'], { dm })).out, '', 'nothing without -v');
+    await run(['resume', 'a'], { dm });
+    const made = await run(['-v', 'create', 'n', '--table', '0 8 zero'], { dm });
+    assert.equal(made.out, (await run(['info', 'n'], { dm })).out);
+    assert.match((await run(['-v', 'load', 'n', '--table', '0 8 error'], { dm })).out, /^Name: {14}n\n[^]*Tables present:    LIVE & INACTIVE\n[^]*\n\n$/);
+    assert.match((await run(['-v', 'clear', 'n'], { dm })).out, /Tables present:    LIVE\n/);
+  });
+
   test('suspend/resume/remove A B C, in order, stopping at the first failure', async () => {
     const dm = three();
     assert.equal((await run(['suspend', 'a', 'b'], { dm })).code, 0);
@@ -195,7 +216,72 @@ describe('udev cookie verbs', () => {
     udevComplete('0x00201235', sems, ops);
     assert.throws(() => udevComplete('0x0d4d9999', sems, ops), /no semaphore/);
     assert.throws(() => udevComplete('zz', sems, ops), /bad cookie/);
-    assert.equal(udevCompleteAll('10', sems, ops, 1700000000 + 10 * 60), 1); // only 32768 is 10 minutes old
+    assert.deepEqual(udevCompleteAll('10', sems, ops, 1700000000 + 10 * 60), { removed: 1, skipped: 1 }); // only 32768 is 10 minutes old
     assert.deepEqual(done, ['add 32769 -1', 'rm 32768']);
+  });
+
+  test("udevcomplete does what dmsetup's does: nothing without udev sync, nothing for a flags-only cookie, EAGAIN at 0", () => {
+    const done: string[] = [];
+    let value = 1;
+    const ops: CookieOps = {
+      semGetValue: () => value,
+      semAdd: (id, d) => {
+        if (value + d < 0) throw Object.assign(new Error('semop: EAGAIN'), { code: 'EAGAIN', errno: 11 });
+        value += d;
+        done.push(`add ${id} ${d}`);
+      },
+      semRemove: (id) => void done.push(`rm ${id}`),
+    };
+    const sems = cookieSemaphores(proc);
+    // --noudevsync, $DM_DISABLE_UDEV or no udev: libdm has no sync support, and dm_udev_complete returns at once.
+    assert.equal(udevComplete('0x0d4d1234', sems, ops, false), false);
+    assert.equal(udevComplete('0x0d4d9999', sems, ops, false), false, 'not even looked up');
+    // A cookie whose lower half is 0 carries udev flags only.
+    assert.equal(udevComplete('0x00200000', sems, ops, true), false);
+    assert.deepEqual(done, []);
+    assert.equal(udevComplete('223154740', sems, ops, true), true);
+    assert.throws(() => udevComplete('0x0d4d1234', sems, ops, true), (e: Error & { code?: string; exit?: number }) => e.code === 'EAGAIN' && e.exit === 1 && /already at 0/.test(e.message));
+    assert.throws(() => udevComplete('0x0d4d9999', sems, ops, true), (e: Error & { exit?: number }) => e.exit === 1 && /no semaphore for cookie 0xd4d9999/.test(e.message));
+    assert.deepEqual(done, ['add 32768 -1']);
+    assert.deepEqual(
+      [udevSyncActive(true, {}, () => true), udevSyncActive(false, { DM_DISABLE_UDEV: '' }, () => true), udevSyncActive(false, {}, () => false), udevSyncActive(false, {}, () => true)],
+      [false, false, false, true],
+    );
+  });
+
+  test("cookies are read as dmsetup's strtoul(base 0) reads them", () => {
+    assert.deepEqual(
+      ['0x0d4d1234', '0X0D4D1234', '223154740', '01544432064', ' +5', '0', '-1', '0x', '12abc', '0x100000000', '4294967295', ''].map(parseCookie),
+      [0x0d4d1234, 0x0d4d1234, 223154740, 0o1544432064, 5, undefined, undefined, undefined, undefined, undefined, 4294967295, undefined],
+    );
+  });
+
+  test('udevcookies prints ctime(3) for both times, the epoch too; udevcomplete_all counts what it skipped', () => {
+    const old = process.env.TZ;
+    process.env.TZ = 'UTC';
+    try {
+      const lines = udevcookiesText(cookieSemaphores(proc), () => 1);
+      assert.deepEqual(lines, [
+        'Cookie       Semid      Value      Last semop time           Last change time',
+        '0xd4d1234    32768      1          Thu Jan  1 00:00:00 1970  Tue Nov 14 22:13:20 2023',
+        '0xd4d1235    32769      1          Tue Nov 14 22:15:00 2023  Tue Nov 14 22:13:20 2023',
+      ]);
+    } finally {
+      if (old === undefined) delete process.env.TZ;
+      else process.env.TZ = old;
+    }
+    assert.equal(udevCompleteAllDone({ removed: 2, skipped: 1 }), '2 semaphores with keys prefixed by 3405 (0xd4d) destroyed. 1 skipped.');
+    assert.equal(udevCompleteAllWarning(0), 'WARNING: This operation will destroy all semaphores with keys that have a prefix 3405 (0xd4d).');
+    assert.equal(udevCompleteAllWarning(5), 'WARNING: This operation will destroy all semaphores older than 5 minutes with keys that have a prefix 3405 (0xd4d).');
+    assert.deepEqual(['5', ' 7x', '+3'].map(parseAgeMinutes), [5, 7, 3]);
+    assert.throws(() => parseAgeMinutes('abc'), /bad age/);
+  });
+
+  test("udevcomplete_all's prompt reads stdin as dmsetup's does", () => {
+    assert.deepEqual(yesNoAnswer('y\n'), { yes: true, newline: false });
+    assert.deepEqual(yesNoAnswer('n\n'), { yes: false, newline: false });
+    assert.deepEqual(yesNoAnswer('\nyes\n'), { yes: true, newline: false });
+    assert.deepEqual(yesNoAnswer('y'), { yes: false, newline: true }, 'input that ends before the line does is a no');
+    assert.deepEqual(yesNoAnswer(''), { yes: false, newline: true });
   });
 });

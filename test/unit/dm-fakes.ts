@@ -227,6 +227,7 @@ export function fakeSystem(nodeFs = new FakeNodeFs(), semaphores = new FakeSemap
     semaphores,
     udevRunning: false as boolean,
     exists: (p: string): boolean => p === UDEV_CONTROL && system.udevRunning,
+    findSemaphore: (key: number): number | undefined => [...semaphores.keys].find(([, k]) => k === key)?.[0],
   } satisfies DmSystem & { udevRunning: boolean };
   return system;
 }

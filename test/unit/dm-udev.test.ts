@@ -1,3 +1,4 @@
+import { semaphoreIdByKey } from '../../src/dm/system';
 import assert from 'node:assert/strict';
 import { closeSync } from 'node:fs';
 import { endianness } from 'node:os';
@@ -214,10 +215,38 @@ describe('DeviceMapper with udev running', leOnly, () => {
     assert.equal(off.k.calls[0]!.header.eventNr, 0);
     assert.deepEqual(off.sem.log, []);
     assert.deepEqual(off.system.nodeFs.log, ['mkdir /dev/mapper', 'mknod /dev/mapper/vol 253:3'], 'off: dmkit makes nodes');
+  });
+
+  test("a caller's cookie (dmsetup --udevcookie) is counted on as libdm does, and nobody waits", async () => {
     const own = setup();
-    await own.dm.rename({ name: 'vol' }, 'b', { udevCookie: 0x0d4d4242 });
-    assert.equal(own.k.calls[0]!.header.eventNr, 0x0d4d4242);
-    assert.deepEqual(own.sem.log, []);
+    const id = own.sem.semCreate(0x0d4d4242);
+    own.sem.semSetValue(id, 1);
+    await own.dm.rename({ name: 'vol' }, 'b', { udevCookie: 0x0d4d4242, udevFlags: UdevFlag.DISABLE_DM_RULES });
+    assert.equal(own.k.calls[0]!.header.eventNr, ((UdevFlag.PRIMARY_SOURCE | UdevFlag.DISABLE_DM_RULES) << 16 | 0x4242) >>> 0);
+    assert.equal(own.sem.values.get(id), 2, 'counted; udev (not dmkit) completes it');
+    assert.equal(own.sem.log.filter((l) => l.startsWith('wait')).length, 0);
+    // No uevent in the reply (resume of a device that was not suspended): dmkit completes it at once.
+    const quiet = setup((c) => reply(c, { name: 'vol', dev: 0xfd03n }));
+    const qid = quiet.sem.semCreate(0x0d4d4243);
+    quiet.sem.semSetValue(qid, 1);
+    await quiet.dm.resume({ name: 'vol' }, { udevCookie: 0x0d4d4243 });
+    assert.equal(quiet.sem.values.get(qid), 1);
+    // A failed ioctl completes it too.
+    const failed = setup(() => errnoError('ENXIO', 6));
+    const fid = failed.sem.semCreate(0x0d4d4244);
+    failed.sem.semSetValue(fid, 1);
+    await assert.rejects(failed.dm.remove({ name: 'gone' }, { udevCookie: 0x0d4d4244 }), { code: 'ENXIO' });
+    assert.equal(failed.sem.values.get(fid), 1);
+    // No semaphore, or no 0x0d4d prefix: refused before any ioctl (libdm fails the same way).
+    const none = setup();
+    await assert.rejects(none.dm.resume({ name: 'vol' }, { udevCookie: 0x0d4d9999 }), { code: 'ENOENT' });
+    await assert.rejects(none.dm.resume({ name: 'vol' }, { udevCookie: 123 }), { code: 'ERR_DM_INVALID_ARGUMENT' });
+    assert.equal(none.k.calls.length, 0);
+    // Sync off: the cookie means nothing; only the flags (and PRIMARY_SOURCE) reach the kernel.
+    const off = setup(generated, { udev: 'off' });
+    await off.dm.resume({ name: 'vol' }, { udevCookie: 0x0d4d4242, udevFlags: UdevFlag.DISABLE_DM_RULES });
+    assert.equal(off.k.calls[0]!.header.eventNr, ((UdevFlag.PRIMARY_SOURCE | UdevFlag.DISABLE_DM_RULES) << 16) >>> 0);
+    assert.deepEqual(off.sem.log, []);
   });
 
   test('udev flags are checked before any ioctl', async () => {
@@ -303,5 +332,19 @@ describe('native semaphores, mknod and poll (argument checks and real calls)', (
       closeSync(watched);
       closeSync(cancel);
     }
+  });
+});
+
+describe('semaphoreIdByKey', () => {
+  test('finds a key in /proc/sysvipc/sem by the named columns', () => {
+    const proc = [
+      '       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime',
+      ' 223154740      32768   600          1     0     0     0     0          0 1700000000',
+      '        -1      32769   600          1     0     0     0     0          0 1700000000',
+    ].join('\n');
+    assert.equal(semaphoreIdByKey(0x0d4d1234, proc), 32768);
+    assert.equal(semaphoreIdByKey(0xffffffff, proc), 32769, 'keys print signed');
+    assert.equal(semaphoreIdByKey(0x0d4d1235, proc), undefined);
+    assert.equal(semaphoreIdByKey(1, ''), undefined);
   });
 });

@@ -161,4 +161,30 @@ describe('addon: file descriptors and paths that are not what they claim', () =>
       });`, 15_000);
     assert.deepEqual(got, { read: true, outcomes: ['cancelled'] });
   });
+
+  test('long semWaitZero waits leave the libuv pool to fs', () => {
+    // Eight waits of up to an hour on a semaphore at 1, more than the pool's four threads. readFile must
+    // finish while they wait. A 5 s guard zeroes the semaphore in any case (so the old code, which waited
+    // on the pool, fails here rather than hangs and leaves nothing behind); the waits must then see zero.
+    const got = run(`
+      let id;
+      for (let i = 0; id === undefined; i++) {
+        try { id = a.semCreate(0x7e570000 + ((process.pid * 7 + i) & 0xffff)); } catch (e) { if (e.code !== 'EEXIST' || i > 64) throw e; }
+      }
+      a.semSetValue(id, 1);
+      let released = false;
+      const release = () => { if (!released) { released = true; a.semSetValue(id, 0); } };
+      const guard = setTimeout(release, 5000);
+      const waits = Array.from({ length: 8 }, () => a.semWaitZero(id, 3600 * 1000));
+      fs.readFile(__filename === '[eval]' ? '/proc/self/status' : __filename, (err, data) => {
+        const readWhileWaiting = !released && !err && data.length > 0;
+        release();
+        clearTimeout(guard);
+        Promise.all(waits).then((outcomes) => {
+          a.semRemove(id);
+          report({ readWhileWaiting, outcomes: [...new Set(outcomes)] });
+        });
+      });`, 15_000);
+    assert.deepEqual(got, { readWhileWaiting: true, outcomes: [true] });
+  });
 });

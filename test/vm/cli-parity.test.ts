@@ -2,9 +2,11 @@
  * dmsetup parity (issue 12): the same command lines through `dmsetup` and through dmkit's CLI, text
  * output compared line for line (info in both forms and as columns with -o/-O/-S/--noheadings/
  * --separator/--nameprefixes, ls with --tree and -o, deps, table, table --concise, status, splitname,
- * udevcookies). Verbs that change devices (suspend/resume of several devices, resume --noflush
- * --nolockfs, wipe_table, remove of several devices, remove -j/-m, create --concise, --readahead) run on
- * each tool's own twin devices and the resulting state is compared.
+ * udevcookies). Verbs that change devices (-v suspend/resume of several devices, resume --noflush
+ * --nolockfs, wipe_table, remove of several devices, remove -j/-m, create --concise, --readahead on create
+ * and resume, create -U/-G/-M) run on each tool's own twin devices and the resulting state (and the node
+ * each made) is compared. The udev cookie verbs (udevcookies, udevcomplete, udevcomplete_all, -y) run on
+ * cookies that `dmsetup udevcreatecookie` leaves.
  *
  * dmkit runs in this process through runCli with the real runtime (the control node, sysfs), which is
  * what bin/dmkit runs, without paying a Node start under TCG (~10 s) per command line (test/vm/cli.test.ts
@@ -14,6 +16,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { runCli } from '../../src/cli/cli';
 import { nodeRuntime } from '../../src/cli/runtime';
 import { ramdisks, Scope } from '../../src/testing';
@@ -36,9 +39,11 @@ const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
  * Runs several dmsetup command lines from one shell: under TCG, forking this Node process costs more
  * than the dmsetup runs themselves. Each line's stdout and exit status come back separately.
  */
-function dmsetupBatch(lines: readonly (readonly string[])[]): Output[] {
+function dmsetupBatch(lines: readonly (readonly string[])[], opts: { udev?: boolean } = {}): Output[] {
   const mark = '@@dmkit-parity@@';
-  const script = lines.map((args) => `dmsetup ${[...NO_UDEV, ...args].map(quote).join(' ')} </dev/null 2>/dev/null; echo "${mark}$?"`).join('\n');
+  // `udev: true` leaves out --noudevrules --noudevsync (udevcreatecookie and udevcomplete need sync on).
+  const globals = opts.udev ? [] : NO_UDEV;
+  const script = lines.map((args) => `dmsetup ${[...globals, ...args].map(quote).join(' ')} </dev/null 2>/dev/null; echo "${mark}$?"`).join('\n');
   const r = spawnSync('sh', ['-c', script], { encoding: 'utf8', maxBuffer: 16 << 20 });
   const out: Output[] = [];
   let rest = r.stdout;
@@ -52,10 +57,10 @@ function dmsetupBatch(lines: readonly (readonly string[])[]): Output[] {
   return out;
 }
 
-async function dmkit(args: readonly string[]): Promise<Output> {
+async function dmkit(args: readonly string[], opts: { udev?: boolean } = {}): Promise<Output> {
   let stdout = '';
   const runtime = { ...nodeRuntime(), stdout: (t: string) => void (stdout += t), stderr: () => undefined, readStdin: async () => '' };
-  const status = await runCli([...NO_UDEV, ...args], runtime);
+  const status = await runCli([...(opts.udev ? [] : NO_UDEV), ...args], runtime);
   return { status, stdout };
 }
 
@@ -155,6 +160,13 @@ describe('dmsetup parity: verbs that change devices, each tool on its own twins'
       .filter((l) => new RegExp(`^${p}\\d`).test(l))
       .map((l) => l.replace(new RegExp(`^${p}(\\d)`), 'X$1').replace(/UU-[sk]/g, 'UU-X'));
 
+  // -v output names the twin and its minor number: both read alike once those are masked.
+  const twinText = (out: string, p: string): string =>
+    out
+      .replace(new RegExp(`\\b${p}(\\d)\\b`, 'g'), 'X$1')
+      .replace(/UU-[sk]/g, 'UU-X')
+      .replace(/^(Major, minor: +\d+, )\d+$/gm, '$1N');
+
   // dmsetup runs each step's query in the same shell as the next step's command (or in flush()), by when
   // both sides have taken the step: one shell per step, and no query through dmkit.
   let pending: { query: string[]; label: string } | undefined;
@@ -169,7 +181,7 @@ describe('dmsetup parity: verbs that change devices, each tool on its own twins'
     const dk = await dmkit(argsFor('k'));
     const label = argsFor('k').join(' ');
     assert.equal(dk.status === 0, ds.status === 0, `${label}: dmsetup exited ${ds.status}, dmkit ${dk.status}`);
-    assert.equal(dk.stdout, ds.stdout, label);
+    assert.equal(twinText(dk.stdout, 'k'), twinText(ds.stdout, 's'), label);
     pending = { query, label };
   }
 
@@ -181,11 +193,11 @@ describe('dmsetup parity: verbs that change devices, each tool on its own twins'
 
   const states = ['info', '-c', '--noheadings', '-o', 'name,attr,segments,readonly,uuid', '-S', 'name=~^[sk][0-9]'];
 
-  test('suspend/resume --noflush --nolockfs of two devices, wipe_table, remove of several', async () => {
+  test('-v suspend/resume --noflush --nolockfs of two devices, wipe_table, remove of several', async () => {
     assert.equal(dmsetup(['create', '--concise', 's1,,,rw,0 2048 zero;s2,,,rw,0 4096 zero;k1,,,rw,0 2048 zero;k2,,,rw,0 4096 zero']).status, 0);
     track('s1', 's2', 'k1', 'k2');
-    await step((p) => ['suspend', `${p}1`, `${p}2`], states);
-    await step((p) => ['resume', '--noflush', '--nolockfs', `${p}1`, `${p}2`], states);
+    await step((p) => ['-v', 'suspend', `${p}1`, `${p}2`], states);
+    await step((p) => ['-v', 'resume', '--noflush', '--nolockfs', `${p}1`, `${p}2`], states);
     await step((p) => ['wipe_table', `${p}2`], ['table']);
     // dmsetup stops at the first device that fails: p2 stays.
     await step((p) => ['remove', `${p}1`, `${p}-nosuch`, `${p}2`], states);
@@ -203,8 +215,169 @@ describe('dmsetup parity: verbs that change devices, each tool on its own twins'
     const major = /\((\d+):/.exec(dmsetup(['ls']).stdout)?.[1] ?? '254';
     const minor = (p: string): string => (p === 's' ? '201' : '202');
     track('s5', 'k5');
-    await step((p) => ['create', `${p}5`, '-j', major, '-m', minor(p), '--readahead', '1024', '--table', '0 8 zero'], ['info', '-c', '--noheadings', '-o', 'name,read_ahead', '-S', 'name=~^[sk]5']);
+    const readAhead = ['info', '-c', '--noheadings', '-o', 'name,read_ahead', '-S', 'name=~^[sk]5'];
+    await step((p) => ['create', `${p}5`, '-j', major, '-m', minor(p), '--readahead', '1024', '--table', '0 8 zero'], readAhead);
+    await step((p) => ['resume', '--readahead', '+4096', `${p}5`], readAhead);
     await step((p) => ['remove', '-j', major, '-m', minor(p)], states);
     flush();
+  });
+
+  test('create -U/-G/-M: the node made without udev has that owner, group and mode; defaults alike', async () => {
+    // Without udev, dmsetup makes /dev/mapper/NAME itself only with --verifyudev (otherwise it leaves the
+    // node to udev: none comes); dmkit always makes a missing node. dmsetup's remove leaves its node (the
+    // same reason): the cleanup deletes it.
+    track('s3', 'k3', 's4', 'k4');
+    for (const n of ['s3', 's4']) scope.defer(`node ${n}`, () => rmSync(`/dev/mapper/${n}`, { force: true }));
+    await step((p) => ['--verifyudev', 'create', `${p}3`, '-U', '4321', '-G', '8765', '-M', '0640', '--table', '0 8 zero'], states);
+    await step((p) => ['--verifyudev', 'create', `${p}4`, '--table', '0 8 zero'], states);
+    flush();
+    const node = (name: string): string => {
+      const st = statSync(`/dev/mapper/${name}`, { throwIfNoEntry: false });
+      if (!st) return 'missing';
+      return `${st.isBlockDevice() ? 'block' : 'not a block device'} uid ${st.uid} gid ${st.gid} mode ${(st.mode & 0o7777).toString(8)} major ${Math.floor(st.rdev / 256) & 0xfff}`;
+    };
+    assert.notEqual(node('s3'), 'missing', 'dmsetup --verifyudev made its node');
+    assert.equal(node('k3'), node('s3'), '-U 4321 -G 8765 -M 0640');
+    assert.equal(node('k4'), node('s4'), 'no -U/-G/-M');
+  });
+});
+
+describe('dmsetup parity: udev cookies (udevcookies, udevcomplete, udevcomplete_all, -y)', () => {
+  // libdm makes cookies only while udev runs, which it tells by /run/udev/control: the guest has no udev,
+  // so that file stands in for it during this block. Nothing here waits for udev: every device command
+  // of this file passes --noudevsync, and these verbs touch semaphores only.
+  const CONTROL = '/run/udev/control';
+  let madeControl = false;
+  const fakeUdev = (on: boolean): void => {
+    if (on) {
+      mkdirSync('/run/udev', { recursive: true });
+      writeFileSync(CONTROL, '');
+    } else {
+      rmSync(CONTROL, { force: true });
+    }
+  };
+  before(() => {
+    if (!existsSync(CONTROL)) {
+      madeControl = true;
+      fakeUdev(true);
+    }
+  });
+  after(() => {
+    dmsetupBatch([['-y', 'udevcomplete_all']]);
+    if (madeControl) fakeUdev(false);
+  });
+
+  /** udevcookies rows by cookie number: value and whether a semop ever happened. */
+  const rows = (out: string): Map<number, { value: number; operated: boolean }> =>
+    new Map(
+      out
+        .split('\n')
+        .slice(1)
+        .filter((l) => l.trim() !== '')
+        .map((l) => {
+          // cookie semid value, then two ctime(3) texts: Www Mmm dd hh:mm:ss yyyy. A semaphore never
+          // operated on has the epoch as its semop time.
+          const f = l.trim().split(/\s+/);
+          return [parseInt(f[0]!, 16), { value: Number(f[2]), operated: Number(f[7]) > 1970 }];
+        }),
+    );
+  const key = (cookie: string): number => parseInt(cookie, 16);
+  let cookies: string[] = [];
+
+  test('udevcookies lists the cookies udevcreatecookie left, as dmsetup does', async () => {
+    const outs = dmsetupBatch([['udevcreatecookie'], ['udevcreatecookie'], ['udevcreatecookie'], ['udevcreatecookie'], ['udevcookies']], { udev: true });
+    cookies = outs.slice(0, 4).map((o) => o.stdout.trim());
+    for (const c of cookies) assert.match(c, /^0x0D4D[0-9A-F]{4}$/, 'udevcreatecookie printed a cookie (libdm saw udev running)');
+    assert.equal(rows(outs[4]!.stdout).size, 4);
+    await same(['udevcookies'], outs[4]);
+  });
+
+  test('udevcomplete: one cookie through each tool, both then at 0; no-ops and failures alike', async () => {
+    const [c1, c2, c3, c4] = cookies as [string, string, string, string];
+    const [d1] = dmsetupBatch([['udevcomplete', c1]], { udev: true });
+    const k1 = await dmkit(['udevcomplete', c2], { udev: true });
+    assert.deepEqual([d1!.status, k1.status], [0, 0]);
+    // With --noudevsync, a flags-only cookie, or no udev at all, libdm has nothing to signal: exit 0,
+    // nothing changed. Completing a cookie at 0 and a malformed cookie fail in both.
+    const [n3, flags, again, bad, zero] = [
+      ...dmsetupBatch([['udevcomplete', c3], ['udevcomplete', '0x00200000']]),
+      ...dmsetupBatch([['udevcomplete', c1], ['udevcomplete', 'zz'], ['udevcomplete', '0']], { udev: true }),
+    ];
+    const mine = [
+      await dmkit(['udevcomplete', c4]),
+      await dmkit(['udevcomplete', '0x00200000']),
+      await dmkit(['udevcomplete', c2], { udev: true }),
+      await dmkit(['udevcomplete', 'zz'], { udev: true }),
+      await dmkit(['udevcomplete', '0'], { udev: true }),
+    ];
+    const ok = (o: Output): boolean => o.status === 0;
+    assert.deepEqual(mine.map(ok), [n3, flags, again, bad, zero].map((o) => ok(o!)), 'exit 0 or not: --noudevsync, flags-only, at 0, zz, 0');
+    assert.deepEqual([n3, flags, again].map((o) => ok(o!)), [true, true, false]);
+    fakeUdev(false);
+    try {
+      const [gone] = dmsetupBatch([['udevcomplete', c3]], { udev: true });
+      const kGone = await dmkit(['udevcomplete', c4], { udev: true });
+      assert.deepEqual([gone!.status, kGone.status], [0, 0], 'no udev running: nothing to signal');
+    } finally {
+      fakeUdev(true);
+    }
+    const [list] = dmsetupBatch([['udevcookies']]);
+    const now = rows(list!.stdout);
+    assert.deepEqual(
+      [c1, c2, c3, c4].map((c) => now.get(key(c))),
+      [
+        { value: 0, operated: true },
+        { value: 0, operated: true },
+        { value: 1, operated: false },
+        { value: 1, operated: false },
+      ],
+    );
+    await same(['udevcookies'], list);
+  });
+
+  test('udevcomplete_all: the prompt (stdin empty: no), an age that spares all, and -y', async () => {
+    const [no, aged] = dmsetupBatch([['udevcomplete_all'], ['-y', 'udevcomplete_all', '60']]);
+    await same(['udevcomplete_all'], no);
+    assert.match(aged!.stdout, /^0 semaphores with keys prefixed by 3405 \(0xd4d\) destroyed\. 4 skipped\.$/m);
+    await same(['-y', 'udevcomplete_all', '60'], aged);
+    // dmkit removes these four; dmsetup then removes four new ones: the same line.
+    const mine = await dmkit(['-y', 'udevcomplete_all']);
+    const outs = dmsetupBatch(
+      [['udevcookies'], ['udevcreatecookie'], ['udevcreatecookie'], ['udevcreatecookie'], ['udevcreatecookie'], ['-y', 'udevcomplete_all'], ['udevcookies']],
+      { udev: true },
+    );
+    assert.equal(rows(outs[0]!.stdout).size, 0, 'dmkit removed every cookie');
+    assert.equal(mine.stdout, outs[5]!.stdout);
+    assert.deepEqual([mine.status === 0, outs[5]!.status], [true, 0]);
+    assert.equal(rows(outs[6]!.stdout).size, 0, 'dmsetup removed every cookie');
+  });
+
+  test("--udevcookie: resume and remove count on the caller's cookie, nobody waits; a cookie without its semaphore prefix fails", async () => {
+    // s6 and k6 start suspended, so the first resume makes a uevent (udev would complete it: the count
+    // stays up); the second resumes an active device, makes none, and the tool completes it itself.
+    const made = dmsetupBatch([['create', '--concise', 's6,,,rw,0 8 zero;k6,,,rw,0 8 zero'], ['suspend', 's6'], ['suspend', 'k6']]);
+    try {
+      assert.deepEqual(made.map((o) => o.status), [0, 0, 0]);
+      const [c1, c2] = dmsetupBatch([['udevcreatecookie'], ['udevcreatecookie']], { udev: true }).map((o) => o.stdout.trim()) as [string, string];
+      const lines = (c: string, n: string): string[][] => [
+        ['--udevcookie', c, 'resume', n],
+        ['--udevcookie', c, 'resume', n],
+        ['--udevcookie', '123', 'resume', n],
+        ['--udevcookie', c, 'remove', n],
+      ];
+      const theirs = dmsetupBatch(lines(c1, 's6'), { udev: true });
+      const mine: Output[] = [];
+      for (const args of lines(c2, 'k6')) mine.push(await dmkit(args, { udev: true }));
+      assert.deepEqual(mine.map((o) => o.status === 0), theirs.map((o) => o.status === 0), 'exit 0 or not, line by line');
+      assert.deepEqual(theirs.map((o) => o.status === 0), [true, true, false, true]);
+      const [list, gone] = dmsetupBatch([['udevcookies'], ['info', '-c', '--noheadings', '-o', 'name', '-S', 'name=~^[sk]6']]);
+      const now = rows(list!.stdout);
+      assert.deepEqual([now.get(key(c1))?.value, now.get(key(c2))?.value], [3, 3], 'created at 1, +1 per uevent (resume of a suspended device, remove)');
+      await same(['udevcookies'], list);
+      assert.doesNotMatch(gone!.stdout, /[sk]6/, 'both removed');
+    } finally {
+      dmsetupBatch([['remove', 's6'], ['remove', 'k6']]);
+      rmSync('/dev/mapper/k6', { force: true });
+    }
   });
 });
