@@ -1076,7 +1076,7 @@ static int snap_iterate_devices(struct dm_target *ti, iterate_devices_callout_fn
 
 	r = fn(ti, s->origin, 0, ti->len, data);
 	if (!r)
-		r = fn(ti, s->cow, 0, get_capacity(dm_disk(dm_table_get_md(ti->table))), data);
+		r = fn(ti, s->cow, 0, bdev_nr_sectors(s->cow->bdev), data);
 	return r;
 }
 
