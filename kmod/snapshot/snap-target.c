@@ -22,7 +22,8 @@
  * dmkit-merge replaces the origin device: it presents the snapshot's contents while it copies the
  * exceptions back to the origin, from the last one backwards; each step flushes the origin before it
  * commits the shortened exception table. Done when the status shows allocated == metadata. No handover
- * with a live dmkit-snapshot: remove the snapshot device (one COW, one user) before loading the merge.
+ * with a live dmkit-snapshot: remove the snapshot device (one COW, one user) before loading the merge;
+ * a merge runs only while its origin has no other snapshot (it does not copy chunks into them).
  *
  * Test knob (KNOBS=1 builds, /sys/module/dmkit_snapshot/parameters/invalidate_delay_ms, default 0):
  * invalidating a persistent snapshot builds the header, then sleeps that many milliseconds before
@@ -186,6 +187,20 @@ static bool cow_in_use(dev_t cow)
 	return false;
 }
 
+/*
+ * A merge writes to the origin without copying chunks into other snapshots first, so it runs only as
+ * the origin's one snapshot.
+ */
+static bool set_refuses(struct origin_set *set, struct snap *s)
+{
+	struct snap *other;
+
+	list_for_each_entry(other, &set->snapshots, set_entry)
+		if (other->merge || s->merge)
+			return true;
+	return false;
+}
+
 static int register_snapshot(struct snap *s)
 {
 	dev_t dev = s->origin->bdev->bd_dev;
@@ -201,6 +216,11 @@ static int register_snapshot(struct snap *s)
 		return -EBUSY;
 	}
 	set = find_set(dev);
+	if (set && set_refuses(set, s)) {
+		up_write(&origins_lock);
+		kfree(fresh);
+		return -EXDEV;
+	}
 	if (!set) {
 		set = fresh;
 		fresh = NULL;
@@ -884,8 +904,11 @@ static int snap_ctr_common(struct dm_target *ti, unsigned int argc, char **argv,
 
 	r = register_snapshot(s);
 	if (r) {
-		ti->error = r == -EBUSY ? "the COW device is in use by another snapshot or merge"
-					: "cannot register the snapshot";
+		ti->error = r == -EBUSY ? "the COW device is in use by another snapshot or merge" :
+			    r == -EXDEV ? "a merge cannot share its origin with other snapshots" :
+			    "cannot register the snapshot";
+		if (r == -EXDEV)
+			r = -EBUSY;
 		goto bad_wq;
 	}
 	return 0;
