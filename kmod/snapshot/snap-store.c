@@ -162,13 +162,22 @@ static int set_chunk_size(struct snap_store *st, unsigned int chunk_sectors, con
 	return 0;
 }
 
+static void *zalloc_quiet(size_t len)
+{
+	return __vmalloc(len, GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN);
+}
+
 static int alloc_buffers(struct snap_store *st, const char **error)
 {
 	free_buffers(st);
-	st->pairs = vzalloc(array_size(st->per_area, sizeof(*st->pairs)));
-	st->area_buf = vzalloc(chunk_bytes(st));
-	st->header_buf = vzalloc(chunk_bytes(st));
-	st->zero_buf = vzalloc(chunk_bytes(st));
+	if (area_chunk(st, 0) >= cow_chunks(st)) {
+		*error = "COW device is too small for its metadata";
+		return -EINVAL;
+	}
+	st->pairs = zalloc_quiet(array_size(st->per_area, sizeof(*st->pairs)));
+	st->area_buf = zalloc_quiet(chunk_bytes(st));
+	st->header_buf = zalloc_quiet(chunk_bytes(st));
+	st->zero_buf = zalloc_quiet(chunk_bytes(st));
 	if (!st->pairs || !st->area_buf || !st->header_buf || !st->zero_buf) {
 		free_buffers(st);
 		*error = "cannot allocate the metadata buffers";

@@ -517,16 +517,25 @@ static int origin_write(struct origin_set *set, struct bio *bio)
 
 		if (s->merge || sector >= s->ti->len)
 			continue;
-		pe = mempool_alloc(&pe_pool, GFP_NOIO);
+		pe = NULL;
+relock:
 		spin_lock(&s->lock);
 		if (!s->valid || s->invalidating || lookup_ex(s, chunk)) {
 			spin_unlock(&s->lock);
-			mempool_free(pe, &pe_pool);
+			if (pe)
+				mempool_free(pe, &pe_pool);
 			continue;
 		}
 		found = lookup_pe(s, chunk);
+		if (!found && !pe) {
+			/* The chunk needs a copy: allocate outside the lock, then look again. */
+			spin_unlock(&s->lock);
+			pe = mempool_alloc(&pe_pool, GFP_NOIO);
+			goto relock;
+		}
 		if (found) {
-			mempool_free(pe, &pe_pool);
+			if (pe)
+				mempool_free(pe, &pe_pool);
 			pe = found;
 		} else if (snap_store_alloc(s->store, &pe->new_chunk)) {
 			full = true;
@@ -990,9 +999,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	if (bio_op(bio) != REQ_OP_READ && bio_op(bio) != REQ_OP_WRITE)
 		return DM_MAPIO_KILL;
 	chunk = dm_target_offset(ti, bio->bi_iter.bi_sector) >> s->chunk_shift;
-	if (write)
-		spare = mempool_alloc(&pe_pool, GFP_NOIO);
 
+relock:
 	spin_lock(&s->lock);
 	if (!s->valid || s->invalidating || (write && s->overflowed)) {
 		r = DM_MAPIO_KILL;
@@ -1011,6 +1019,12 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		goto out;
 	}
 	pe = lookup_pe(s, chunk);
+	if (!pe && !spare) {
+		/* A copy is needed: allocate outside the lock, then look again. */
+		spin_unlock(&s->lock);
+		spare = mempool_alloc(&pe_pool, GFP_NOIO);
+		goto relock;
+	}
 	if (!pe) {
 		if (snap_store_alloc(s->store, &spare->new_chunk)) {
 			if (s->overflow_ok) {
@@ -1187,10 +1201,10 @@ static int merge_copy(struct snap *s, snap_chunk_t old_chunk, snap_chunk_t new_c
 	struct dm_io_region from, to;
 	struct merge_copy mc;
 
+	if (old_chunk >= DIV_ROUND_UP_SECTOR_T(origin_size, s->chunk_sectors))
+		return 0;	/* past the origin's end (a shrunk origin or a damaged table) */
 	to.bdev = s->origin->bdev;
 	to.sector = old_chunk << s->chunk_shift;
-	if (to.sector >= origin_size)
-		return 0;
 	to.count = min_t(sector_t, (sector_t)n << s->chunk_shift, origin_size - to.sector);
 	from.bdev = s->cow->bdev;
 	from.sector = new_chunk << s->chunk_shift;
