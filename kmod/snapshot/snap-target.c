@@ -1164,7 +1164,7 @@ static void snap_status(struct dm_target *ti, status_type_t type, unsigned int s
 	switch (type) {
 	case STATUSTYPE_INFO:
 		spin_lock(&s->lock);
-		valid = s->valid;
+		valid = s->valid && !s->invalidating;	/* Invalid as soon as the invalidation starts */
 		overflowed = s->overflowed;
 		merge_failed = s->merge_failed;
 		snap_store_usage(s->store, &allocated, &total, &metadata);
