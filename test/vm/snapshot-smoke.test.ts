@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceMapper, DmError } from '../../src/dm';
 import { snapshot, snapshotMerge, snapshotMergeDone, snapshotOrigin, type SnapshotStatus, type SnapshotUsage } from '../../src/targets';
-import { ramdisks, Scope, zero, type BlockDevice } from '../../src/testing';
+import { ramdisks, readDirect, Scope, writeDirect, zero, type BlockDevice } from '../../src/testing';
 import { bytes, sectors, type Sectors } from '../../src/units';
 import { assertModel, DataModel, MiB, stampDirect, waitFor } from './clone-lib';
 
@@ -60,7 +60,7 @@ async function openPair(f: Flavour, origin: BlockDevice, cow: BlockDevice): Prom
 }
 
 async function closeAll(): Promise<void> {
-  for (const name of ['ss', 'so', 'sm']) await dm.remove({ name }).catch(() => undefined);
+  for (const name of ['ss', 'so', 'sm', 's2']) await dm.remove({ name }).catch(() => undefined);
 }
 
 async function usage(name: string): Promise<SnapshotUsage> {
@@ -86,9 +86,10 @@ describe('dmkit-snapshot smoke', () => {
     if (skip) return t.skip(skip);
     const scope = new Scope();
     try {
-      const [origin, cow] = ramdisks(scope, 2, bytes(8n * MiB)) as [BlockDevice, BlockDevice];
+      const [origin, cow, cow2] = ramdisks(scope, 3, bytes(8n * MiB)) as [BlockDevice, BlockDevice, BlockDevice];
       stampDirect(origin.path, undefined, 0n, LENGTH, BASE);
       zero(cow.path, bytes(1n * MiB));
+      zero(cow2.path, bytes(1n * MiB));
       const originModel = new DataModel(LENGTH, BASE);
       const snapModel = new DataModel(LENGTH, BASE);
 
@@ -123,7 +124,11 @@ describe('dmkit-snapshot smoke', () => {
         await closeAll();
       }
 
-      // Merge: the merge device shows the snapshot all along, then the origin holds it.
+      // Merge: the merge device shows the snapshot all along, then the origin holds it. A second
+      // snapshot of the origin, taken just before, keeps the origin's pre-merge data (chunk 32 sectors).
+      await dm.create('s2', {
+        targets: [snapshot.line({ origin: origin.path, cow: cow2.path, store: 'P', chunkSize: sectors(32) }, { start: sectors(0), length: LENGTH, type: 'dmkit-snapshot' })],
+      });
       await dm.create('sm', {
         targets: [snapshotMerge.line({ origin: origin.path, cow: cow.path, store: 'P', chunkSize: CHUNK }, { start: sectors(0), length: LENGTH, type: 'dmkit-merge' })],
       });
@@ -137,6 +142,7 @@ describe('dmkit-snapshot smoke', () => {
       });
       assert.equal(done.metadata, 2n * CHUNK, 'a finished merge leaves the header and area 0');
       assertModel(merged, snapModel, 'dmkit-merge device after the merge');
+      assertModel(dm.devicePath('s2'), originModel, 'the other snapshot keeps the pre-merge origin');
       await closeAll();
       assertModel(origin.path, snapModel, 'raw origin after the merge');
     } finally {
@@ -172,6 +178,113 @@ describe('dmkit-snapshot smoke', () => {
       }
     } finally {
       await dm.remove({ name: 'sbad' }).catch(() => undefined);
+      scope.close();
+    }
+  });
+  test('corrupt COW metadata is refused at load; the untouched COW loads again', async (t) => {
+    if (skip) return t.skip(skip);
+    const scope = new Scope();
+    try {
+      const [origin, cow] = ramdisks(scope, 2, bytes(8n * MiB)) as [BlockDevice, BlockDevice];
+      stampDirect(origin.path, undefined, 0n, LENGTH, BASE);
+      zero(cow.path, bytes(1n * MiB));
+      const snapModel = new DataModel(LENGTH, BASE);
+      const paths = await openPair('dmkit', origin, cow);
+      stampDirect(paths.o, undefined, 5n * CHUNK, 2n * CHUNK, 7, { fsync: true });
+      await closeAll();
+      const header = readDirect(cow.path, 0n, 512n);
+      const area = readDirect(cow.path, CHUNK * 512n, 512n);
+      assert.equal(header.readUInt32LE(0), 0x70416e53, 'magic SnAp');
+      assert.deepEqual([header.readUInt32LE(4), header.readUInt32LE(8), header.readUInt32LE(12)], [1, 1, Number(CHUNK)], 'valid, version, chunk size');
+      assert.deepEqual([area.readBigUInt64LE(0), area.readBigUInt64LE(8), area.readBigUInt64LE(16), area.readBigUInt64LE(24), area.readBigUInt64LE(40)], [5n, 2n, 6n, 3n, 0n], 'area 0: 5->2, 6->3, end');
+
+      const cases: Array<[string, number, (b: Buffer) => void]> = [
+        ['bad magic', 0, (b) => b.writeUInt32LE(0x12345678, 0)],
+        ['chunk size 0', 0, (b) => b.writeUInt32LE(0, 12)],
+        ['chunk size 12', 0, (b) => b.writeUInt32LE(12, 12)],
+        ['version 2', 0, (b) => b.writeUInt32LE(2, 8)],
+        ['exception past the COW end', 1, (b) => b.writeBigUInt64LE(1n << 40n, 8)],
+        ['exception onto area 0', 1, (b) => b.writeBigUInt64LE(1n, 24)],
+      ];
+      for (const [what, chunk, corrupt] of cases) {
+        const good = chunk === 0 ? header : area;
+        const bad = Buffer.from(good);
+        corrupt(bad);
+        writeDirect(cow.path, BigInt(chunk) * CHUNK * 512n, bad);
+        await assert.rejects(dm.create('ss', { targets: [snapLine('dmkit', origin, cow)] }), (e: unknown) => e instanceof DmError && e.errno === 22, `${what} is refused with EINVAL`);
+        writeDirect(cow.path, BigInt(chunk) * CHUNK * 512n, good);
+      }
+      await dm.create('ss', { targets: [snapLine('dmkit', origin, cow)] });
+      assertModel(dm.devicePath('ss'), snapModel, 'the restored COW loads with its data');
+      await closeAll();
+    } finally {
+      await closeAll();
+      scope.close();
+    }
+  });
+
+  test('a full COW: P turns Invalid with valid = 0 on disk, PO reports Overflow; the origin keeps working', async (t) => {
+    if (skip) return t.skip(skip);
+    const scope = new Scope();
+    try {
+      const [origin, cowDisk] = ramdisks(scope, 2, bytes(8n * MiB)) as [BlockDevice, BlockDevice];
+      stampDirect(origin.path, undefined, 0n, LENGTH, BASE);
+      const cowLen = 8n * CHUNK; // header, area 0 and 6 data chunks
+      for (const store of ['P', 'PO'] as const) {
+        zero(cowDisk.path, bytes(1n * MiB));
+        await dm.create('sc', { targets: [{ start: sectors(0), length: sectors(cowLen), type: 'linear', params: `${cowDisk.path} 0` }] });
+        const cow: BlockDevice = { path: dm.devicePath('sc'), size: bytes(cowLen * 512n), sectors: sectors(cowLen) };
+        const originModel = new DataModel(LENGTH, BASE);
+        await dm.create('so', { targets: [originLine('dmkit', origin)] });
+        await dm.suspend({ name: 'so' });
+        await dm.create('ss', {
+          targets: [snapshot.line({ origin: origin.path, cow: cow.path, store, chunkSize: CHUNK }, { start: sectors(0), length: LENGTH, type: 'dmkit-snapshot' })],
+        });
+        await dm.resume({ name: 'so' });
+        const o = dm.devicePath('so');
+        const s = dm.devicePath('ss');
+        if (store === 'PO') {
+          for (let c = 0n; c < 6n; c++) stampDirect(s, undefined, (100n + c) * CHUNK, CHUNK, 50);
+          assert.throws(() => stampDirect(s, undefined, 120n * CHUNK, CHUNK, 51), 'a snapshot write past the COW fails');
+          assert.equal((await dm.status({ name: 'ss' }))[0]!.status, 'Overflow');
+        }
+        for (let c = 0n; c < 10n; c++) stampDirect(o, originModel, (300n + c) * CHUNK, CHUNK, 60 + Number(c));
+        assertModel(o, originModel, `${store}: origin after the COW filled`);
+        await waitFor('Invalid', 10_000, async () => ((await dm.status({ name: 'ss' }))[0]!.status === 'Invalid' ? true : undefined));
+        await closeAll();
+        const header = readDirect(cow.path, 0n, 512n);
+        assert.deepEqual([header.readUInt32LE(0), header.readUInt32LE(4), header.readUInt32LE(8), header.readUInt32LE(12)], [0x70416e53, 0, 1, Number(CHUNK)], `${store}: header says invalid`);
+        await dm.create('ss', { targets: [snapLine('dmkit', origin, cow)] });
+        assert.equal((await dm.status({ name: 'ss' }))[0]!.status, 'Invalid', `${store}: reloads as Invalid`);
+        await closeAll();
+        await dm.remove({ name: 'sc' });
+      }
+    } finally {
+      await closeAll();
+      await dm.remove({ name: 'sc' }).catch(() => undefined);
+      scope.close();
+    }
+  });
+  test('a transient snapshot (N) keeps the old data in memory-indexed COW chunks', async (t) => {
+    if (skip) return t.skip(skip);
+    const scope = new Scope();
+    try {
+      const [origin, cow] = ramdisks(scope, 2, bytes(8n * MiB)) as [BlockDevice, BlockDevice];
+      stampDirect(origin.path, undefined, 0n, LENGTH, BASE);
+      const originModel = new DataModel(LENGTH, BASE);
+      const snapModel = new DataModel(LENGTH, BASE);
+      await dm.create('so', { targets: [originLine('dmkit', origin)] });
+      await dm.suspend({ name: 'so' });
+      await dm.create('ss', {
+        targets: [snapshot.line({ origin: origin.path, cow: cow.path, store: 'N', chunkSize: CHUNK }, { start: sectors(0), length: LENGTH, type: 'dmkit-snapshot' })],
+      });
+      await dm.resume({ name: 'so' });
+      writeBoth({ o: dm.devicePath('so'), s: dm.devicePath('ss') }, originModel, snapModel, 70, 0n);
+      assertModel(dm.devicePath('so'), originModel, 'origin');
+      assertModel(dm.devicePath('ss'), snapModel, 'transient snapshot');
+      assert.deepEqual(await usage('ss'), { allocated: 13n * CHUNK, total: LENGTH, metadata: 0n } as SnapshotUsage);
+    } finally {
+      await closeAll();
       scope.close();
     }
   });
