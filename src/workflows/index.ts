@@ -1,2 +1,3 @@
 /** Multi-step workflows built on the DeviceMapper API and the target codecs. */
 export * from './clone-hydrate';
+export * from './snapshot';
