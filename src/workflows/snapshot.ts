@@ -327,7 +327,7 @@ export async function mergeSnapshot(dm: SnapshotDm, o: MergeOptions): Promise<Me
   const snap = await snapshotMember(dm, o.name);
   if (snap.params.store === 'N') throw new SnapshotError(`${o.name} is transient (N): only persistent snapshots can merge`, 'ERR_SNAPSHOT_INVALID_STORE');
   const [st] = await dm.status({ name: o.name });
-  usage(o.name, st?.status ?? '');
+  let before = usage(o.name, st?.status ?? '');
   const origin = originOf(await members(dm), snap.real);
   if (!origin) throw new SnapshotError(`no origin device over ${snap.real} (the snapshot's origin)`, 'ERR_SNAPSHOT_NO_ORIGIN');
   if (origin.role === 'merge') throw new SnapshotError(`${origin.name} is already merging a snapshot`, 'ERR_SNAPSHOT_MERGING');
@@ -340,6 +340,8 @@ export async function mergeSnapshot(dm: SnapshotDm, o: MergeOptions): Promise<Me
   const mergeLine = snapshotMerge.line(snap.params, { start: sectors(0), length, type: SNAPSHOT_TYPES[family].merge });
   // Origin writes stop, the snapshot goes (every exception is already committed), the merge takes its COW.
   await whileSuspended(dm, id, async () => {
+    const [now] = await dm.status({ name: o.name });
+    before = usage(o.name, now?.status ?? '');
     await dm.remove({ name: o.name }, { retry: true });
     try {
       await dm.load(id, [mergeLine]);
@@ -349,15 +351,13 @@ export async function mergeSnapshot(dm: SnapshotDm, o: MergeOptions): Promise<Me
     }
   });
   const started = Date.now();
-  let total: Sectors | undefined;
-  let last: Sectors = sectors(0);
+  // What there is to merge, as the snapshot reported it just before (the merge may be under way by the first poll).
+  const total = sectors(before.allocated - before.metadata);
   for (;;) {
     if (o.signal?.aborted) throw o.signal.reason;
     const [line] = await dm.status(id);
     const u = usage(origin.name, line?.status ?? '');
     const remaining = sectors(u.allocated - u.metadata);
-    total ??= remaining;
-    last = total;
     o.onProgress?.({ remaining, total, elapsedSeconds: (Date.now() - started) / 1000 });
     if (remaining === 0n) break;
     if (o.timeoutMs !== undefined && Date.now() - started > o.timeoutMs) {
@@ -371,7 +371,7 @@ export async function mergeSnapshot(dm: SnapshotDm, o: MergeOptions): Promise<Me
     restored = await restoreOrigin(dm, mergedOrigin, family, length);
   });
   if (restored.collapse) await dm.remove({ name: restored.collapse }, { retry: true });
-  return { name: o.name, origin: origin.name, merged: last, seconds: (Date.now() - started) / 1000, originTable: restored.table };
+  return { name: o.name, origin: origin.name, merged: total, seconds: (Date.now() - started) / 1000, originTable: restored.table };
 }
 
 /** One line of `dmkit snapshot status`: what a snapshot-family device is doing. */
