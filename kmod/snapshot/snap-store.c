@@ -12,7 +12,9 @@
  * reader always finds a terminator. Each area write carries PREFLUSH|FUA: the copied data it names is
  * on stable storage first.
  *
- * The current area is kept in core as host-order pairs and encoded into its I/O buffer at every write.
+ * The current area is kept in core as host-order pairs and encoded into its I/O buffer at every write,
+ * from its first entry; a write covers only the used prefix of the area (up to the terminator), in
+ * whole logical blocks, since the rest was zeroed before the area came into use.
  * The header has a buffer of its own (the fix of the in-tree target's header corruption on
  * invalidation); the snapshot-header revert builds it in the area buffer instead, where an exception
  * commit landing while the header is being written overwrites it.
@@ -104,12 +106,13 @@ static bool is_area_chunk(struct snap_store *st, u64 chunk)
 	return chunk % ((u64)st->per_area + 1) == 1;
 }
 
-static int chunk_io(struct snap_store *st, void *buf, u64 chunk, blk_opf_t opf)
+/* I/O of the first `count` sectors of a chunk. */
+static int chunk_io_part(struct snap_store *st, void *buf, u64 chunk, sector_t count, blk_opf_t opf)
 {
 	struct dm_io_region where = {
 		.bdev = st->cow->bdev,
 		.sector = chunk << st->chunk_shift,
-		.count = st->chunk_sectors,
+		.count = count,
 	};
 	struct dm_io_request req = {
 		.bi_opf = opf,
@@ -120,6 +123,11 @@ static int chunk_io(struct snap_store *st, void *buf, u64 chunk, blk_opf_t opf)
 	};
 
 	return dm_io(&req, 1, &where, NULL, IOPRIO_DEFAULT);
+}
+
+static int chunk_io(struct snap_store *st, void *buf, u64 chunk, blk_opf_t opf)
+{
+	return chunk_io_part(st, buf, chunk, st->chunk_sectors, opf);
 }
 
 static void free_buffers(struct snap_store *st)
@@ -154,13 +162,22 @@ static int set_chunk_size(struct snap_store *st, unsigned int chunk_sectors, con
 	return 0;
 }
 
+static void *zalloc_quiet(size_t len)
+{
+	return __vmalloc(len, GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN);
+}
+
 static int alloc_buffers(struct snap_store *st, const char **error)
 {
 	free_buffers(st);
-	st->pairs = vzalloc(array_size(st->per_area, sizeof(*st->pairs)));
-	st->area_buf = vzalloc(chunk_bytes(st));
-	st->header_buf = vzalloc(chunk_bytes(st));
-	st->zero_buf = vzalloc(chunk_bytes(st));
+	if (area_chunk(st, 0) >= cow_chunks(st)) {
+		*error = "COW device is too small for its metadata";
+		return -EINVAL;
+	}
+	st->pairs = zalloc_quiet(array_size(st->per_area, sizeof(*st->pairs)));
+	st->area_buf = zalloc_quiet(chunk_bytes(st));
+	st->header_buf = zalloc_quiet(chunk_bytes(st));
+	st->zero_buf = zalloc_quiet(chunk_bytes(st));
 	if (!st->pairs || !st->area_buf || !st->header_buf || !st->zero_buf) {
 		free_buffers(st);
 		*error = "cannot allocate the metadata buffers";
@@ -295,23 +312,35 @@ out:
 
 /* ---- areas ---- */
 
-static void encode_area(struct snap_store *st)
+/* Sectors at the start of an area that hold `slots` entries, in whole logical blocks of the COW. */
+static sector_t area_prefix(struct snap_store *st, unsigned int slots)
+{
+	size_t len = round_up((size_t)slots * sizeof(struct snap_disk_exception),
+			      bdev_logical_block_size(st->cow->bdev));
+
+	return min(len, chunk_bytes(st)) >> SECTOR_SHIFT;
+}
+
+/*
+ * Writes the current area's first `slots` entry slots, encoded again from the in-core copy: the
+ * exceptions, then zeroes. Everything past them is already zero on disk (areas are zeroed before use),
+ * so only the used prefix goes out.
+ */
+static int write_area(struct snap_store *st, unsigned int slots)
 {
 	struct snap_disk_exception *de = st->area_buf;
+	sector_t count = area_prefix(st, min(slots, st->per_area));
+	unsigned int end = (count << SECTOR_SHIFT) / sizeof(*de);
 	unsigned int i;
 
 	for (i = 0; i < st->committed; i++) {
 		de[i].old_chunk = cpu_to_le64(st->pairs[i].old_chunk);
 		de[i].new_chunk = cpu_to_le64(st->pairs[i].new_chunk);
 	}
-	memset(de + i, 0, (st->per_area - i) * sizeof(*de));
-}
-
-static int write_area(struct snap_store *st)
-{
-	encode_area(st);
-	return chunk_io(st, st->area_buf, area_chunk(st, st->current_area),
-			REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA);
+	if (end > i)
+		memset(de + i, 0, (end - i) * sizeof(*de));
+	return chunk_io_part(st, st->area_buf, area_chunk(st, st->current_area), count,
+			     REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA);
 }
 
 static int zero_area(struct snap_store *st, u64 area)
@@ -525,7 +554,7 @@ int snap_store_add(struct snap_store *st, snap_chunk_t old_chunk, snap_chunk_t n
 	/* Full: terminate the table in the next area before this one stops being its end. */
 	r = zero_area(st, st->current_area + 1);
 	if (!r)
-		r = write_area(st);
+		r = write_area(st, st->per_area);
 	if (r)
 		return r;
 	st->current_area++;
@@ -540,7 +569,7 @@ int snap_store_commit(struct snap_store *st)
 
 	if (!st->persistent || !st->dirty)
 		return 0;
-	r = write_area(st);
+	r = write_area(st, st->committed + 1);	/* with the terminator */
 	if (!r)
 		st->dirty = false;
 	return r;
@@ -619,7 +648,7 @@ int snap_store_merge_commit(struct snap_store *st, unsigned int n)
 	if (WARN_ON_ONCE(n > st->committed))
 		return -EINVAL;
 	st->committed -= n;
-	r = write_area(st);
+	r = write_area(st, kept);	/* clears the merged slots; the old terminator was already zero */
 	if (r) {
 		st->committed = kept;
 		return r;

@@ -23,6 +23,8 @@
  * exceptions back to the origin, from the last one backwards; each step flushes the origin before it
  * commits the shortened exception table. Done when the status shows allocated == metadata. No handover
  * with a live dmkit-snapshot: remove the snapshot device (one COW, one user) before loading the merge.
+ * The origin's other snapshots stay consistent: writes through the merge device and each merge step
+ * first copy the chunks they change into them, as origin writes do. One merge per origin.
  *
  * Test knob (KNOBS=1 builds, /sys/module/dmkit_snapshot/parameters/invalidate_delay_ms, default 0):
  * invalidating a persistent snapshot builds the header, then sleeps that many milliseconds before
@@ -121,6 +123,7 @@ struct snap_pe {
 	snap_chunk_t new_chunk;
 	struct bio_list origin_bios;	/* origin writes: run through the origin again */
 	struct bio_list snap_bios;	/* snapshot writes: go to the new COW chunk */
+	struct preserve_wait *preserve;	/* a merge step waiting for this copy, if any */
 	int error;
 };
 
@@ -186,6 +189,19 @@ static bool cow_in_use(dev_t cow)
 	return false;
 }
 
+/* One merge at a time per origin. */
+static bool set_refuses(struct origin_set *set, struct snap *s)
+{
+	struct snap *other;
+
+	if (!s->merge)
+		return false;
+	list_for_each_entry(other, &set->snapshots, set_entry)
+		if (other->merge)
+			return true;
+	return false;
+}
+
 static int register_snapshot(struct snap *s)
 {
 	dev_t dev = s->origin->bdev->bd_dev;
@@ -201,6 +217,11 @@ static int register_snapshot(struct snap *s)
 		return -EBUSY;
 	}
 	set = find_set(dev);
+	if (set && set_refuses(set, s)) {
+		up_write(&origins_lock);
+		kfree(fresh);
+		return -EXDEV;
+	}
 	if (!set) {
 		set = fresh;
 		fresh = NULL;
@@ -469,6 +490,7 @@ static void init_pe(struct snap *s, struct snap_pe *pe, snap_chunk_t chunk)
 	pe->s = s;
 	pe->old_chunk = chunk;
 	pe->error = 0;
+	pe->preserve = NULL;
 	INIT_LIST_HEAD(&pe->entry);
 	bio_list_init(&pe->origin_bios);
 	bio_list_init(&pe->snap_bios);
@@ -497,16 +519,25 @@ static int origin_write(struct origin_set *set, struct bio *bio)
 
 		if (s->merge || sector >= s->ti->len)
 			continue;
-		pe = mempool_alloc(&pe_pool, GFP_NOIO);
+		pe = NULL;
+relock:
 		spin_lock(&s->lock);
 		if (!s->valid || s->invalidating || lookup_ex(s, chunk)) {
 			spin_unlock(&s->lock);
-			mempool_free(pe, &pe_pool);
+			if (pe)
+				mempool_free(pe, &pe_pool);
 			continue;
 		}
 		found = lookup_pe(s, chunk);
+		if (!found && !pe) {
+			/* The chunk needs a copy: allocate outside the lock, then look again. */
+			spin_unlock(&s->lock);
+			pe = mempool_alloc(&pe_pool, GFP_NOIO);
+			goto relock;
+		}
 		if (found) {
-			mempool_free(pe, &pe_pool);
+			if (pe)
+				mempool_free(pe, &pe_pool);
 			pe = found;
 		} else if (snap_store_alloc(s->store, &pe->new_chunk)) {
 			full = true;
@@ -526,6 +557,102 @@ static int origin_write(struct origin_set *set, struct bio *bio)
 	}
 	start_copies(&fresh);
 	return queued ? DM_MAPIO_SUBMITTED : DM_MAPIO_REMAPPED;
+}
+
+/*
+ * An origin write from a map function (dmkit-origin, or dmkit-merge outside its exceptions), already
+ * remapped to the origin: cut at the smallest chunk boundary of the set's snapshots, then as
+ * origin_write(). Chunk sizes are powers of 2, so the smallest boundary is one of every snapshot.
+ */
+static void cut_at_smallest_chunk(struct origin_set *set, struct bio *bio, sector_t sector)
+{
+	unsigned int boundary = 0, room;
+	struct snap *s;
+
+	list_for_each_entry(s, &set->snapshots, set_entry)
+		if (!s->merge && (!boundary || s->chunk_sectors < boundary))
+			boundary = s->chunk_sectors;
+	if (!boundary)
+		return;
+	room = boundary - (sector & (boundary - 1));
+	if (bio_sectors(bio) > room)
+		dm_accept_partial_bio(bio, room);
+}
+
+static int origin_map_write(struct origin_set *set, struct bio *bio)
+{
+	cut_at_smallest_chunk(set, bio, bio->bi_iter.bi_sector);
+	return origin_write(set, bio);
+}
+
+/* What a merge step waits for: the copies origin_preserve() asked for or found under way. */
+struct preserve_wait {
+	atomic_t left;
+	struct completion done;
+};
+
+/*
+ * Makes every other snapshot of the set hold its own copy of the origin sectors [first, first + count)
+ * before a merge overwrites them, and sleeps until those copies are committed or failed. origins_lock
+ * is not held while sleeping: the commits that end the wait take it.
+ */
+static void origin_preserve(struct origin_set *set, sector_t first, sector_t count)
+{
+	struct preserve_wait w;
+	struct snap *s;
+
+	atomic_set(&w.left, 1);
+	init_completion(&w.done);
+	down_read(&origins_lock);
+	list_for_each_entry(s, &set->snapshots, set_entry) {
+		snap_chunk_t chunk, last;
+		LIST_HEAD(fresh);
+
+		if (s->merge || first >= s->ti->len)
+			continue;
+		last = (min_t(sector_t, first + count, s->ti->len) - 1) >> s->chunk_shift;
+		for (chunk = first >> s->chunk_shift; chunk <= last; chunk++) {
+			struct snap_pe *pe = NULL, *found;
+			bool full = false;
+relock:
+			spin_lock(&s->lock);
+			if (!s->valid || s->invalidating || lookup_ex(s, chunk)) {
+				spin_unlock(&s->lock);
+				if (pe)
+					mempool_free(pe, &pe_pool);
+				continue;
+			}
+			found = lookup_pe(s, chunk);
+			if (!found && !pe) {
+				spin_unlock(&s->lock);
+				pe = mempool_alloc(&pe_pool, GFP_NOIO);
+				goto relock;
+			}
+			if (found) {
+				if (pe)
+					mempool_free(pe, &pe_pool);
+				pe = found;
+			} else if (snap_store_alloc(s->store, &pe->new_chunk)) {
+				full = true;
+			} else {
+				init_pe(s, pe, chunk);
+				list_add_tail(&pe->entry, &fresh);
+			}
+			if (!full) {
+				pe->preserve = &w;
+				atomic_inc(&w.left);
+			}
+			spin_unlock(&s->lock);
+			if (full) {
+				mempool_free(pe, &pe_pool);
+				invalidate(s, -ENOSPC);
+			}
+		}
+		start_copies(&fresh);
+	}
+	up_read(&origins_lock);
+	if (!atomic_dec_and_test(&w.left))
+		wait_for_completion(&w.done);
 }
 
 static void redrive_origin_bios(struct bio_list *bios)
@@ -549,6 +676,7 @@ static void redrive_origin_bios(struct bio_list *bios)
 static void finish_pe(struct snap *s, struct snap_pe *pe, bool ok)
 {
 	struct bio_list origin_bios, snap_bios;
+	struct preserve_wait *preserve;
 	struct snap_ex *e = NULL;
 	struct bio *bio;
 
@@ -563,6 +691,7 @@ static void finish_pe(struct snap *s, struct snap_pe *pe, bool ok)
 	}
 	origin_bios = pe->origin_bios;
 	snap_bios = pe->snap_bios;
+	preserve = pe->preserve;
 	spin_unlock(&s->lock);
 
 	/* Snapshot reads that went to the origin before the exception existed must end first. */
@@ -577,6 +706,8 @@ static void finish_pe(struct snap *s, struct snap_pe *pe, bool ok)
 		}
 	}
 	redrive_origin_bios(&origin_bios);
+	if (preserve && atomic_dec_and_test(&preserve->left))
+		complete(&preserve->done);
 	mempool_free(pe, &pe_pool);
 	if (atomic_dec_and_test(&s->nr_pending))
 		wake_up(&s->pending_wait);
@@ -672,22 +803,8 @@ static int origin_map(struct dm_target *ti, struct bio *bio)
 
 	down_read(&origins_lock);
 	set = find_set(o->dev->bdev->bd_dev);
-	if (set) {
-		unsigned int boundary = 0;
-		struct snap *s;
-
-		/* Chunk sizes are powers of 2: ending at the smallest chunk's boundary ends at all. */
-		list_for_each_entry(s, &set->snapshots, set_entry)
-			if (!s->merge && (!boundary || s->chunk_sectors < boundary))
-				boundary = s->chunk_sectors;
-		if (boundary) {
-			unsigned int room = boundary - (bio->bi_iter.bi_sector & (boundary - 1));
-
-			if (bio_sectors(bio) > room)
-				dm_accept_partial_bio(bio, room);
-		}
-		r = origin_write(set, bio);
-	}
+	if (set)
+		r = origin_map_write(set, bio);
 	up_read(&origins_lock);
 	return r;
 }
@@ -884,8 +1001,11 @@ static int snap_ctr_common(struct dm_target *ti, unsigned int argc, char **argv,
 
 	r = register_snapshot(s);
 	if (r) {
-		ti->error = r == -EBUSY ? "the COW device is in use by another snapshot or merge"
-					: "cannot register the snapshot";
+		ti->error = r == -EBUSY ? "the COW device is in use by another snapshot or merge" :
+			    r == -EXDEV ? "the origin is already being merged" :
+			    "cannot register the snapshot";
+		if (r == -EXDEV)
+			r = -EBUSY;
 		goto bad_wq;
 	}
 	return 0;
@@ -967,9 +1087,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	if (bio_op(bio) != REQ_OP_READ && bio_op(bio) != REQ_OP_WRITE)
 		return DM_MAPIO_KILL;
 	chunk = dm_target_offset(ti, bio->bi_iter.bi_sector) >> s->chunk_shift;
-	if (write)
-		spare = mempool_alloc(&pe_pool, GFP_NOIO);
 
+relock:
 	spin_lock(&s->lock);
 	if (!s->valid || s->invalidating || (write && s->overflowed)) {
 		r = DM_MAPIO_KILL;
@@ -988,6 +1107,12 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		goto out;
 	}
 	pe = lookup_pe(s, chunk);
+	if (!pe && !spare) {
+		/* A copy is needed: allocate outside the lock, then look again. */
+		spin_unlock(&s->lock);
+		spare = mempool_alloc(&pe_pool, GFP_NOIO);
+		goto relock;
+	}
 	if (!pe) {
 		if (snap_store_alloc(s->store, &spare->new_chunk)) {
 			if (s->overflow_ok) {
@@ -1039,7 +1164,7 @@ static void snap_status(struct dm_target *ti, status_type_t type, unsigned int s
 	switch (type) {
 	case STATUSTYPE_INFO:
 		spin_lock(&s->lock);
-		valid = s->valid;
+		valid = s->valid && !s->invalidating;	/* Invalid as soon as the invalidation starts */
 		overflowed = s->overflowed;
 		merge_failed = s->merge_failed;
 		snap_store_usage(s->store, &allocated, &total, &metadata);
@@ -1088,13 +1213,13 @@ static bool in_merge_range(struct snap *s, snap_chunk_t chunk)
 	       chunk < s->merging_first + s->merging_count;
 }
 
+static int merge_route(struct snap *s, struct bio *bio, snap_chunk_t chunk);
+
 static int merge_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_track *t = dm_per_bio_data(bio, sizeof(*t));
 	struct snap *s = ti->private;
 	snap_chunk_t chunk;
-	struct snap_ex *e;
-	int r;
 
 	t->tracked = false;
 	if (bio->bi_opf & REQ_PREFLUSH) {
@@ -1103,7 +1228,20 @@ static int merge_map(struct dm_target *ti, struct bio *bio)
 	}
 	if (bio_op(bio) != REQ_OP_READ && bio_op(bio) != REQ_OP_WRITE)
 		return DM_MAPIO_KILL;
+	if (bio_op(bio) == REQ_OP_WRITE) {
+		down_read(&origins_lock);
+		cut_at_smallest_chunk(s->set, bio, dm_target_offset(ti, bio->bi_iter.bi_sector));
+		up_read(&origins_lock);
+	}
 	chunk = dm_target_offset(ti, bio->bi_iter.bi_sector) >> s->chunk_shift;
+	return merge_route(s, bio, chunk);
+}
+
+/* Where a bio of the merge device goes; also for the bios a merge step held back. */
+static int merge_route(struct snap *s, struct bio *bio, snap_chunk_t chunk)
+{
+	struct snap_ex *e;
+	int r;
 
 	spin_lock(&s->lock);
 	if (!s->valid) {
@@ -1120,6 +1258,17 @@ static int merge_map(struct dm_target *ti, struct bio *bio)
 		r = DM_MAPIO_REMAPPED;
 	}
 	spin_unlock(&s->lock);
+
+	/*
+	 * An origin write: the origin's other snapshots copy the chunk first, as through dmkit-origin.
+	 * merge_map() already cut it at the smallest chunk of the set: held bios come back here outside
+	 * their map call, where dm_accept_partial_bio() must not run.
+	 */
+	if (r == DM_MAPIO_REMAPPED && bio->bi_bdev == s->origin->bdev && bio_op(bio) == REQ_OP_WRITE) {
+		down_read(&origins_lock);
+		r = origin_write(s->set, bio);
+		up_read(&origins_lock);
+	}
 	return r;
 }
 
@@ -1134,7 +1283,9 @@ static void release_merge_held(struct snap *s)
 	bio_list_init(&s->merge_held);
 	spin_unlock(&s->lock);
 	while ((bio = bio_list_pop(&held))) {
-		switch (merge_map(s->ti, bio)) {
+		snap_chunk_t chunk = dm_target_offset(s->ti, bio->bi_iter.bi_sector) >> s->chunk_shift;
+
+		switch (merge_route(s, bio, chunk)) {
 		case DM_MAPIO_REMAPPED:
 			submit_bio_noacct(bio);
 			break;
@@ -1164,10 +1315,10 @@ static int merge_copy(struct snap *s, snap_chunk_t old_chunk, snap_chunk_t new_c
 	struct dm_io_region from, to;
 	struct merge_copy mc;
 
+	if (old_chunk >= DIV_ROUND_UP_SECTOR_T(origin_size, s->chunk_sectors))
+		return 0;	/* past the origin's end (a shrunk origin or a damaged table) */
 	to.bdev = s->origin->bdev;
 	to.sector = old_chunk << s->chunk_shift;
-	if (to.sector >= origin_size)
-		return 0;
 	to.count = min_t(sector_t, (sector_t)n << s->chunk_shift, origin_size - to.sector);
 	from.bdev = s->cow->bdev;
 	from.sector = new_chunk << s->chunk_shift;
@@ -1218,6 +1369,7 @@ static void merge_worker(struct work_struct *work)
 		for (c = old_chunk; c < old_chunk + n; c++)
 			wait_for_tracked(s, c);
 
+		origin_preserve(s->set, old_chunk << s->chunk_shift, (sector_t)n << s->chunk_shift);
 		r = merge_copy(s, old_chunk, new_chunk, n);
 		if (r) {
 			merge_fail(s, "cannot copy chunks back to the origin", r);
