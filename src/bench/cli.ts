@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { describeResult, runVm } from '../lab/vm';
 import { runP1 } from './p1';
 import { runP2 } from './p2';
+import { runP3 } from './p3';
 import { runP5 } from './p5';
 import { runP6 } from './p6';
 
@@ -29,6 +30,7 @@ const BENCHES: Record<string, Bench> = {
       batch: a.get('batch') ?? 16,
       fioSeconds: a.get('fio-seconds') ?? 1,
     }),
+  P3: (a) => runP3({ rounds: a.get('rounds') ?? 5, mib4k: a.get('mib-4k') ?? 4, mib64k: a.get('mib-64k') ?? 16 }),
   P5: (a) => runP5({ cycles: a.get('cycles') ?? 40, rounds: a.get('rounds') ?? 5 }),
   P6: (a) =>
     runP6({

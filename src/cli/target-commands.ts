@@ -16,7 +16,6 @@ import {
   era,
   eraMessages,
   snapshot,
-  snapshotMerge,
   snapshotOrigin,
   targetKind,
   type CacheIoMode,
@@ -32,14 +31,22 @@ import { parseSectors } from './table-text';
 import {
   changedBlocksFromMetadata,
   changedSince,
+  createSnapshot,
   EraChangedError,
   eraInvalidateXml,
+  familyOf,
   hydrateAndSwap,
+  mergeSnapshot,
   rangesIn,
+  removeSnapshot,
+  snapshotReport,
+  SnapshotError,
   type ChangedBlocks,
   type CloneType,
   type HydrationProgress,
+  type MergeProgress,
   type RangeUnit,
+  type SnapshotFamily,
 } from '../workflows';
 import { checkEra } from '../pdata/era-changed';
 
@@ -581,54 +588,190 @@ const cacheCommands = (y: Argv, schedule: Schedule): Argv => {
 
 // ---- snapshot ----
 
-const STORES: readonly SnapshotStore[] = ['P', 'PO', 'N'];
+/** `--chunk`: sectors, or a size with a unit (4k, 64K, 1M: bytes, a whole number of sectors). */
+export function parseChunk(text: string): Sectors {
+  if (/^\d+$/.test(text)) return parseSectors(text, '--chunk');
+  const m = /^(\d+)([kKmM])(?:i?[bB])?$/.exec(text);
+  if (!m) throw usageError(`--chunk must be sectors or a size such as 4k or 64k, got ${JSON.stringify(text)}`);
+  const b = BigInt(m[1]!) * (m[2]!.toLowerCase() === 'k' ? 1024n : 1024n * 1024n);
+  return sectors(b / 512n);
+}
 
-interface SnapshotArgs extends CreateArgs {
+/** A workflow refusal as a CLI error: no such snapshot is NOT_FOUND, bad combinations USAGE, others FAILED. */
+function snapshotFailure(e: unknown): unknown {
+  if (!(e instanceof SnapshotError)) return e;
+  const exit =
+    e.code === 'ERR_SNAPSHOT_NO_TARGET' || e.code === 'ERR_SNAPSHOT_NO_ORIGIN'
+      ? ExitCode.NOT_FOUND
+      : e.code.includes('INVALID')
+        ? ExitCode.USAGE
+        : e.code === 'ERR_SNAPSHOT_MERGING'
+          ? ExitCode.BUSY
+          : ExitCode.FAILED;
+  return new CliError(e.message, e.code, exit);
+}
+
+async function snapshotStep<T>(body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (e) {
+    throw snapshotFailure(e);
+  }
+}
+
+/** --dmkit / --in-tree; otherwise the origin's own family, else dmkit's when the kernel has it. */
+async function pickSnapshotFamily(dm: DeviceMapper, origin: string, a: { dmkit?: boolean; inTree?: boolean }): Promise<SnapshotFamily> {
+  if (a.dmkit) return 'dmkit';
+  if (a.inTree) return 'in-tree';
+  const table = await dm.table({ name: origin });
+  const own = table.length === 1 ? familyOf(table[0]!.type) : undefined;
+  if (own) return own;
+  try {
+    await dm.targetVersion('dmkit-snapshot');
+    return 'dmkit';
+  } catch {
+    return 'in-tree';
+  }
+}
+
+interface SnapCreateArgs {
   origin: string;
+  name?: string;
   cow: string;
-  chunkSize: string;
-  store: SnapshotStore;
+  chunk: string;
+  transient?: boolean;
+  overflow?: boolean;
+  dmkit?: boolean;
+  inTree?: boolean;
   discardZeroesCow: boolean;
   discardPassdownOrigin: boolean;
+  uuid?: string;
+  json: boolean;
 }
 
-const snapshotOptions = (b: Argv, stores: readonly SnapshotStore[]): Argv =>
-  createOptions(b, '--origin')
-    .option('origin', { type: 'string', demandOption: true, requiresArg: true, describe: 'origin device' })
-    .option('cow', { type: 'string', demandOption: true, requiresArg: true, describe: 'copy-on-write (exception store) device' })
-    .option('chunk-size', { type: 'string', demandOption: true, requiresArg: true, describe: 'chunk size in sectors (a power of 2; 0: from the COW header)' })
-    .option('store', { type: 'string', choices: stores, default: 'P', describe: 'P persistent, PO persistent with overflow, N transient' })
-    .option('discard-zeroes-cow', { type: 'boolean', default: false, describe: 'discards zero COW chunks' })
-    .option('discard-passdown-origin', { type: 'boolean', default: false, describe: 'also pass discards to the origin' });
-
-function snapshotLine(codec: typeof snapshot, a: SnapshotArgs, length: Sectors): TargetLine {
-  return codec.line(
-    {
-      origin: a.origin,
-      cow: a.cow,
-      store: a.store,
-      chunkSize: parseSectors(a.chunkSize, '--chunk-size'),
-      discardZeroesCow: a.discardZeroesCow,
-      discardPassdownOrigin: a.discardPassdownOrigin,
-    },
-    { start: sectors(0), length, type: typeName(codec, a.dmkit) },
-  );
+function mergeBar(p: MergeProgress, width = 30): string {
+  const done = p.total > 0n ? p.total - p.remaining : 0n;
+  const filled = p.total > 0n ? Number((done * BigInt(width)) / p.total) : width;
+  const pct = p.total > 0n ? Number((done * 1000n) / p.total) / 10 : 100;
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${p.total} sectors merged (${pct.toFixed(1)}%)`;
 }
 
-const snapshotCommands = (y: Argv, schedule: Schedule): Argv => {
-  y = y
+const snapshotCommands = (y: Argv, schedule: Schedule): Argv =>
+  y
     .command(
-      'create <name>',
-      'Create a snapshot of ORIGIN backed by COW (length: the origin size)',
-      (b) => snapshotOptions(b, STORES),
+      'create <origin>',
+      'Snapshot the dm volume ORIGIN (the first snapshot moves its table to ORIGIN-real and makes ORIGIN an origin)',
+      (b) =>
+        b
+          .positional('origin', { type: 'string', describe: 'the dm device to snapshot' })
+          .option('cow', { type: 'string', demandOption: true, requiresArg: true, describe: 'copy-on-write (exception store) device' })
+          .option('chunk', { alias: 'chunk-size', type: 'string', demandOption: true, requiresArg: true, describe: 'chunk size: sectors, or 4k, 64k, ... (a power of 2)' })
+          .option('name', { type: 'string', requiresArg: true, describe: 'the snapshot device (default ORIGIN-snapN)' })
+          .option('transient', { type: 'boolean', describe: 'no on-disk metadata (N): lost at deactivation, cannot merge' })
+          .option('overflow', { type: 'boolean', describe: 'persistent, reporting "Overflow" when the COW fills (PO)' })
+          .conflicts('transient', 'overflow')
+          .option('dmkit', { type: 'boolean', describe: "use dmkit's modules (dmkit-origin, dmkit-snapshot)" })
+          .option('in-tree', { type: 'boolean', describe: 'use the in-tree snapshot targets' })
+          .conflicts('dmkit', 'in-tree')
+          .option('discard-zeroes-cow', { type: 'boolean', default: false, describe: 'discards to the snapshot zero its COW chunks' })
+          .option('discard-passdown-origin', { type: 'boolean', default: false, describe: 'also pass discards to the origin (needs --discard-zeroes-cow)' })
+          .option('uuid', { alias: 'u', type: 'string', requiresArg: true, describe: 'the snapshot device uuid' })
+          .option('json', jsonOpt),
       (argv) => {
-        const a = argv as unknown as SnapshotArgs;
-        schedule('snapshot create', (ctx) => createDevice(ctx, a, a.origin, (length) => snapshotLine(snapshot, a, length)));
+        const a = argv as unknown as SnapCreateArgs;
+        schedule('snapshot create', async (ctx) => {
+          const chunkSize = parseChunk(a.chunk);
+          const store: SnapshotStore = a.transient === true ? 'N' : a.overflow === true ? 'PO' : 'P';
+          // Checked before root or the control device: a bad chunk size or feature mix is a usage error.
+          snapshot.normalize({ origin: '0:0', cow: a.cow, store, chunkSize, discardZeroesCow: a.discardZeroesCow, discardPassdownOrigin: a.discardPassdownOrigin });
+          const dm = await ctx.dm();
+          const family = await pickSnapshotFamily(dm, a.origin, a);
+          const r = await snapshotStep(() =>
+            createSnapshot(dm, {
+              origin: a.origin,
+              name: a.name,
+              cow: a.cow,
+              chunkSize,
+              store,
+              family,
+              discardZeroesCow: a.discardZeroesCow,
+              discardPassdownOrigin: a.discardPassdownOrigin,
+              uuid: a.uuid,
+            }),
+          );
+          const table = `${r.table.start} ${r.table.length} ${r.table.type} ${r.table.params}`;
+          if (a.json) ctx.printJson({ name: r.name, origin: r.origin, real: r.realName, table, formedOrigin: r.formedOrigin });
+          else ctx.print(`${r.name}: snapshot of ${r.origin} (${table})${r.formedOrigin ? `; ${r.origin}'s table moved to ${r.realName}` : ''}`);
+        });
+      },
+    )
+    .command(
+      'merge <name>',
+      'Merge snapshot NAME back into its origin (progress bar until merged), then restore the plain origin',
+      (b) => b.positional('name', nameArg).option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name: string; json: boolean };
+        schedule('snapshot merge', async (ctx) => {
+          const dm = await ctx.dm();
+          const tty = process.stderr.isTTY === true;
+          let lastLine = 0;
+          const r = await snapshotStep(() =>
+            mergeSnapshot(dm, {
+              name: a.name,
+              onProgress: (p) => {
+                if (tty) ctx.runtime.stderr(`\r${mergeBar(p)}\x1b[K`);
+                else if (Date.now() - lastLine >= 1000 || p.remaining === 0n) {
+                  lastLine = Date.now();
+                  ctx.runtime.stderr(`${a.name}: ${mergeBar(p)}\n`);
+                }
+              },
+            }),
+          );
+          if (tty) ctx.runtime.stderr('\n');
+          const table = r.originTable.map((t) => `${t.start} ${t.length} ${t.type} ${t.params}`).join('; ');
+          const seconds = Math.round(r.seconds * 1000) / 1000;
+          if (a.json) ctx.printJson({ name: r.name, origin: r.origin, merged: r.merged.toString(), seconds, originTable: table });
+          else ctx.print(`${r.name}: ${r.merged} sectors merged into ${r.origin} in ${seconds} s; ${r.origin} is now ${table}`);
+        });
+      },
+    )
+    .command(
+      'remove <name>',
+      'Remove snapshot NAME (the last one gives its origin its former table back)',
+      (b) => b.positional('name', nameArg).option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name: string; json: boolean };
+        schedule('snapshot remove', async (ctx) => {
+          const r = await snapshotStep(async () => removeSnapshot(await ctx.dm(), a.name));
+          const table = r.originTable.map((t) => `${t.start} ${t.length} ${t.type} ${t.params}`).join('; ');
+          if (a.json) ctx.printJson({ name: r.name, origin: r.origin ?? null, originTable: table });
+          else ctx.print(r.origin === undefined ? `${r.name} removed (no origin device found)` : `${r.name} removed; ${r.origin} is ${table}`);
+        });
+      },
+    )
+    .command(
+      'status <name>',
+      'Show a snapshot, origin or merging origin: state, allocated / metadata sectors',
+      (b) => b.positional('name', nameArg).option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name: string; json: boolean };
+        schedule('snapshot status', async (ctx) => {
+          const r = await snapshotStep(async () => snapshotReport(await ctx.dm(), a.name));
+          if (a.json) {
+            ctx.printJson(toJson(r));
+            return;
+          }
+          const lines = [`${r.name}: ${r.type} ${r.state}`];
+          if (r.allocated !== null) lines.push(`  allocated: ${r.allocated} of ${r.total} sectors`, `  metadata: ${r.metadata} sectors`);
+          if (r.origin !== undefined) lines.push(`  origin: ${r.origin ?? '-'}`);
+          if (r.snapshots !== undefined) lines.push(`  snapshots: ${r.snapshots.join(' ') || '-'}`);
+          ctx.print(...lines);
+        });
       },
     )
     .command(
       'origin <name>',
-      'Create a snapshot-origin device over ORIGIN (writes to it copy old data into its snapshots)',
+      'Create a bare origin device over ORIGIN (low level; `snapshot create` does this for you)',
       (b) => createOptions(b, '--origin').option('origin', { type: 'string', demandOption: true, requiresArg: true, describe: 'origin device' }),
       (argv) => {
         const a = argv as unknown as CreateArgs & { origin: string };
@@ -638,18 +781,7 @@ const snapshotCommands = (y: Argv, schedule: Schedule): Argv => {
           ),
         );
       },
-    )
-    .command(
-      'merge <name>',
-      'Create a snapshot-merge device that merges COW back into ORIGIN (persistent stores only)',
-      (b) => snapshotOptions(b, ['P', 'PO']),
-      (argv) => {
-        const a = argv as unknown as SnapshotArgs;
-        schedule('snapshot merge', (ctx) => createDevice(ctx, a, a.origin, (length) => snapshotLine(snapshotMerge, a, length)));
-      },
     );
-  return statusCommand(y, schedule, 'snapshot', ['snapshot', 'snapshot-merge', 'snapshot-origin']);
-};
 
 const group = (name: string, describe: string, add: (y: Argv, s: Schedule) => Argv): CommandGroup => (y, schedule) =>
   y.command(name, describe, (b) => add(b, schedule).demandCommand(1, `which ${name} command? (dmkit ${name} --help lists them)`), () => undefined);
@@ -659,7 +791,7 @@ export const targetCommands: CommandGroup = (y, schedule) => {
     group('era', 'dm-era: changed-block tracking (create, checkpoint, metadata-snap, changed, status)', eraCommands),
     group('clone', 'dm-clone: instant restore with background hydration (create, hydrate, hydration, status)', cloneCommands),
     group('cache', 'dm-cache: a fast device in front of a slow one (create, migration-threshold, status)', cacheCommands),
-    group('snapshot', 'dm-snapshot: copy-on-write snapshots (create, origin, merge, status)', snapshotCommands),
+    group('snapshot', 'dm-snapshot: copy-on-write snapshots (create, merge, remove, status, origin)', snapshotCommands),
   ]) {
     y = g(y, schedule);
   }

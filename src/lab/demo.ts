@@ -9,6 +9,8 @@
  *     is served at once (before any region is hydrated), a write lands on the destination, hydration runs
  *     with a progress bar, and the device swaps to linear on the destination while a reader keeps reading.
  *  3. Verification: every byte through the device and on the destination, era_check, the clone metadata.
+ *  4. dmkit-snapshot: a snapshot of the restored volume keeps its image under new writes; merging it
+ *     back (progress bar) rolls the volume back, and the volume returns to its plain table.
  *
  * Later targets (era backup, snapshot, cache) add their own section here as they land.
  */
@@ -21,7 +23,7 @@ import { cloneMessages, era, eraMessages } from '../targets';
 import { assertClean, flushBuffers, patternBuffer, ramdisks, readDirect, Scope, writeDirect } from '../testing';
 import { bytes, sectors, targetBlocks } from '../units';
 import { eraInvalidate } from '../testing/era-fixtures';
-import { hydrateAndSwap } from '../workflows';
+import { createSnapshot, hydrateAndSwap, mergeSnapshot, snapshotReport } from '../workflows';
 import { describeResult, runVm } from './vm';
 
 const MiB = 1 << 20;
@@ -29,6 +31,7 @@ const KiB = 1024;
 const DISK = 32 * MiB;
 const ERA_BLOCK = 64 * KiB; // era's tracking granularity
 const REGION = 64 * KiB; // clone's region size
+const SNAP_CHUNK = 64 * KiB; // snapshot chunk size
 
 // ---- output ----
 
@@ -171,11 +174,11 @@ async function scenario(): Promise<void> {
   const checks: string[] = [];
   const started = Date.now();
   try {
-    out(`dmkit demo: changed-block tracking and instant restore on dmkit's own targets (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()})`);
+    out(`dmkit demo: changed-block tracking, instant restore and snapshots on dmkit's own targets (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()})`);
 
     section(1, 'The dmkit kernel modules');
     const targets = new Map((await dm.targets()).map((t) => [t.name, t.version]));
-    for (const t of ['dmkit-era', 'dmkit-clone']) {
+    for (const t of ['dmkit-era', 'dmkit-clone', 'dmkit-snapshot']) {
       const v = targets.get(t);
       if (!v) throw new Error(`the ${t} target is not registered: load the module (modprobe ${t}, see dmkit modules install)`);
       show(t, `v${v.major}.${v.minor}.${v.patch}`);
@@ -306,6 +309,47 @@ async function scenario(): Promise<void> {
     if (through !== wantAfter || onDisk !== wantAfter || src !== want) throw new Error('restored data differs');
     if (cmd.hydrated.count() !== cmd.nrRegions) throw new Error('clone metadata does not mark every region hydrated');
     checks.push(`${mib(DISK)} restored byte for byte, source untouched, metadata checked`);
+
+    // ---- snapshot ----
+    section(6, 'A snapshot with dmkit-snapshot, then a rollback by merging it');
+    const cow = eraMeta!.path;
+    writeDirect(cow, 0n, Buffer.alloc(64 * KiB));
+    await dm.create('demo-snapvol', { targets: [{ start: sectors(0), length, type: 'linear', params: `${fresh!.path} 0` }] });
+    created.add('demo-snapvol');
+    const snapVol = dm.devicePath('demo-snapvol');
+    show('demo-snapvol', `linear over ${fresh!.path} (the restored image)`);
+    const snap = await createSnapshot(dm, { origin: 'demo-snapvol', name: 'demo-snap', cow, chunkSize: sectors(BigInt(SNAP_CHUNK / 512)), store: 'P', family: 'dmkit' });
+    // Removal order on failure: the snapshot, the origin, then the real device under both.
+    created.delete('demo-snapvol');
+    for (const n of ['demo-snap', 'demo-snapvol', 'demo-snapvol-real']) created.add(n);
+    show('snapshot taken', `demo-snap: ${snap.table.type}, COW on ${cow}, ${mib(SNAP_CHUNK)} chunks; demo-snapvol is now ${snap.realName}'s origin`);
+    const changed = new Image();
+    for (const w of image.writes) changed.write(w.at, w.length, w.seed);
+    for (const at of [2 * MiB, 9 * MiB, 17 * MiB + 64 * KiB]) write(snapVol, changed, at, MiB, 5);
+    show('wrote to the volume', '3 MiB in three places, after the snapshot');
+    const report = await snapshotReport(dm, 'demo-snap');
+    show('snapshot status', `${report.state}, ${report.allocated} of ${report.total} sectors allocated, ${report.metadata} metadata`);
+    const wantChanged = changed.sha256(DISK);
+    const volNow = sha256Of(snapVol, DISK);
+    const snapNow = sha256Of(dm.devicePath('demo-snap'), DISK);
+    show('the volume', `${volNow.slice(0, 16)}... ${volNow === wantChanged ? 'has the new writes' : 'WRONG'}`);
+    show('the snapshot', `${snapNow.slice(0, 16)}... ${snapNow === wantAfter ? 'still the image at snapshot time' : 'WRONG'}`);
+    if (volNow !== wantChanged || snapNow !== wantAfter) throw new Error('snapshot or volume data wrong');
+    const mergeBar = new Bar('merge');
+    const merged = await mergeSnapshot(dm, {
+      name: 'demo-snap',
+      pollIntervalMs: 100,
+      onProgress: (p) => mergeBar.update(Number(p.total - p.remaining), Number(p.total), `${p.total - p.remaining}/${p.total} sectors`),
+    });
+    created.delete('demo-snap');
+    created.delete('demo-snapvol-real');
+    const rolledBack = sha256Of(snapVol, DISK);
+    const snapTable = await dm.table({ name: 'demo-snapvol' });
+    show('after the merge', `${snapTable.map((t) => `${t.type} ${t.params}`).join('; ')}, ${mib(Number(merged.merged) * 512)} merged in ${merged.seconds.toFixed(1)} s`);
+    show('the volume', `${rolledBack.slice(0, 16)}... ${rolledBack === wantAfter ? 'back to the snapshot image' : 'WRONG'}`);
+    if (rolledBack !== wantAfter || snapTable[0]?.type !== 'linear') throw new Error('the merge did not roll the volume back');
+    await remove('demo-snapvol');
+    checks.push(`a snapshot kept its image under 3 MiB of writes and merging it rolled the volume back`);
     out();
     out(`verified: ${checks.join('; ')} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
     out('demo: OK');

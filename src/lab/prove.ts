@@ -51,6 +51,11 @@ export const FIXES: Readonly<Record<string, FixProof>> = {
     summary: 'dm-clone fix (b): the destination is flushed before metadata marking regions hydrated commits',
     lab: { only: 'crash', target: 'dmkit-clone' },
   },
+  'snapshot-header': {
+    files: ['dist/test/vm/snapshot-header.test.js'],
+    summary: 'dm-snapshot fix (d): an invalidated snapshot\'s header is built and written from its own buffer, not the exception area',
+    lab: { only: 'corrupt', target: 'dmkit-snapshot' },
+  },
 };
 
 export class UsageError extends Error {}

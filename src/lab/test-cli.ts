@@ -49,7 +49,7 @@ const VM_SUITES = 'dist/test/vm/';
  * start-up, /dev/mapper nodes, crash-image replay) or that the torture component covers there (the clone
  * races run on the Debian kernel). DMKIT_DEBUG_SUITES=all runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'era-functional', 'clone-data', 'clone-compat', 'clone-copyerr', 'lab-torture'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'lab-torture'];
 
 function debugSuites(): string[] {
   if (process.env['DMKIT_DEBUG_SUITES'] === 'all') return [VM_SUITES];

@@ -1,3 +1,4 @@
 /** Multi-step workflows built on the DeviceMapper API and the target codecs. */
 export * from './clone-hydrate';
 export * from './era-backup';
+export * from './snapshot';

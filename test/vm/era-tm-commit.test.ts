@@ -21,7 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { Scope } from '../../src/testing';
 import {
   checkData, checkMetadata, createEra, ERA_TYPES, EraModel, EraType, eraRigs, eraStatus, failingMessage, message, randomBlocks, rng,
-  skipUnless, swapTable, writeBlocks,
+  skipUnlessScaled, swapTable, writeBlocks,
 } from '../../src/testing/era-fixtures';
 
 type Teardown = 'quiet' | 'live' | 'healed';
@@ -82,7 +82,7 @@ function failedCommitScenario(scope: Scope, type: EraType, teardown: Teardown): 
 
 for (const type of ERA_TYPES) {
   describe(`${type} fix (c)`, () => {
-    const skip = skipUnless(type);
+    const skip = skipUnlessScaled(type);
     let scope: Scope;
     beforeEach(() => {
       scope = new Scope();
