@@ -156,7 +156,7 @@ export class SnapRig {
     }
     if (opts.status !== false) {
       const st = await snapStatus(this.dm, s.name);
-      assert.ok('allocated' in st, `${what}: ${s.name} status ${JSON.stringify(st)}`);
+      assert.ok('allocated' in st, `${what}: ${s.name} status ${JSON.stringify(st, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
       assert.equal(st.allocated, cow.nextFree * this.chunk, `${what}: ${s.name} allocated sectors = next free chunk x chunk size`);
       assert.equal(st.metadata, BigInt(cow.areas + 1) * this.chunk, `${what}: ${s.name} metadata sectors = (areas in use + header) x chunk size`);
       assert.equal(st.total, cowBytes / 512n, `${what}: ${s.name} total sectors = the COW device`);
