@@ -209,10 +209,11 @@ export function nativeNodeFs(sys: Pick<DmSysBinding, 'sysMknod'>, procDevices = 
     readdir: readdirOrEmpty,
     mkdir: (dir) => void fs.mkdirSync(dir, { recursive: true, mode: 0o755 }),
     mknodBlock: (where, dev) => {
-      sys.sysMknod(where, fs.constants.S_IFBLK | 0o600, dev.major, dev.minor);
-      // libdm's defaults: root:root 0600 whatever the umask or directory's setgid bit.
-      fs.chownSync(where, 0, 0);
-      fs.chmodSync(where, 0o600);
+      sys.sysMknod(where, fs.constants.S_IFBLK | 0o660, dev.major, dev.minor);
+      // Debian's libdm defaults (built --with-device-gid=6 --with-device-mode=0660): root:disk 0660,
+      // whatever the umask or the directory's setgid bit.
+      fs.chownSync(where, 0, 6);
+      fs.chmodSync(where, 0o660);
     },
     unlink: (where) => fs.unlinkSync(where),
     rename: (from, to) => fs.renameSync(from, to),

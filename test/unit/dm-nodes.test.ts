@@ -192,7 +192,7 @@ describe('nativeNodeFs on a temporary directory', () => {
       },
     });
     assert.throws(() => nfs.mknodBlock('/x/mapper/v', dev(258, 253)), { code: 'EPERM' });
-    assert.deepEqual(calls, [['/x/mapper/v', fs.constants.S_IFBLK | 0o600, 253, 258]]);
+    assert.deepEqual(calls, [['/x/mapper/v', fs.constants.S_IFBLK | 0o660, 253, 258]]);
   });
 });
 
