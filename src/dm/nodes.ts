@@ -1,6 +1,6 @@
 /**
  * /dev/mapper nodes without udev, as libdm's fallback and `dmsetup mknodes` make them: NAME is a block
- * node (0600, root) with the device's major:minor. The filesystem is reached through `NodeFs`, so the
+ * node (0660, root:disk, as Debian's libdm) with the device's major:minor. The filesystem is reached through `NodeFs`, so the
  * logic runs against a fake in tests; `nativeNodeFs` is the real one (mknod comes from the addon).
  *
  * Only block nodes are ever deleted, and only under the mapper directory: `control`, directories,
@@ -30,7 +30,7 @@ export interface NodeFs {
   readdir(path: string): string[];
   /** mkdir -p, mode 0755. */
   mkdir(path: string): void;
-  /** A block node, mode 0600, owned by root. Throws errno-shaped errors (EEXIST, EPERM, ...). */
+  /** A block node, mode 0660, owned by root:disk. Throws errno-shaped errors (EEXIST, EPERM, ...). */
   mknodBlock(path: string, dev: DevNum): void;
   unlink(path: string): void;
   rename(from: string, to: string): void;

@@ -183,7 +183,7 @@ describe('nativeNodeFs on a temporary directory', () => {
     }
   });
 
-  test('mknodBlock asks the addon for S_IFBLK | 0600 with the major and minor', () => {
+  test('mknodBlock asks the addon for S_IFBLK | 0660 with the major and minor', () => {
     const calls: unknown[][] = [];
     const nfs = nativeNodeFs({
       sysMknod: (...args) => {

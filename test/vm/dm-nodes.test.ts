@@ -57,15 +57,15 @@ describe('/dev/mapper nodes without udev', () => {
     assert.equal(dm.udevSyncActive, false);
   });
 
-  test('create, rename and remove keep the node in step (block, right dev, 0600, root)', async () => {
+  test('create, rename and remove keep the node in step (block, right dev, 0660, root:disk as Debian libdm)', async () => {
     const a = `${PREFIX}a`;
     const b = `${PREFIX}b`;
     try {
       const info = await dm.create(a, { targets: ERROR_TABLE });
-      assert.deepEqual(nodeDev(`/dev/mapper/${a}`), { ...info.dev, mode: 0o600, uid: 0, gid: 0 });
+      assert.deepEqual(nodeDev(`/dev/mapper/${a}`), { ...info.dev, mode: 0o660, uid: 0, gid: 6 });
       await dm.rename({ name: a }, b);
       assert.equal(exists(`/dev/mapper/${a}`), false, 'old name gone');
-      assert.deepEqual(nodeDev(`/dev/mapper/${b}`), { ...info.dev, mode: 0o600, uid: 0, gid: 0 });
+      assert.deepEqual(nodeDev(`/dev/mapper/${b}`), { ...info.dev, mode: 0o660, uid: 0, gid: 6 });
       const fd = fs.openSync(`/dev/mapper/${b}`, 'r');
       fs.closeSync(fd); // the node really reaches the device
       await dm.remove({ name: b });
