@@ -39,7 +39,7 @@ export const FIXES: Readonly<Record<string, FixProof>> = {
   'era-postsuspend': {
     files: ['dist/test/vm/era-postsuspend.test.js'],
     summary: 'dm-era fix (a): postsuspend stops the worker (drain_workqueue) before it commits',
-    lab: { only: 'reload', target: 'dmkit-era' },
+    lab: { only: 'torture', target: 'dmkit-era' },
   },
   'tm-commit-order': {
     files: ['dist/test/vm/era-tm-commit.test.js', 'dist/test/vm/clone-metaerr.test.js'],

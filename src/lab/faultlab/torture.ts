@@ -18,6 +18,7 @@ import { DeviceMapper, DmError } from '../../dm';
 import { Scope } from '../../testing';
 import { SectorModel, Workload } from './torture/model';
 import { BASE_SEED, PROFILES, type TortureProfile, type TortureRig } from './torture/profiles';
+import { sectors } from '../../units';
 import { caseSeed, prng, type Component, type Counters, type LabContext, type Scale } from './types';
 
 export interface TortureScale {
@@ -36,7 +37,7 @@ export function tortureScale(scale: Scale | 'debug', inTree = false): TortureSca
   return inTree ? { cases: 1, suspendsPerCase: 25, reloadsPerCase: 6 } : { cases: 1, suspendsPerCase: 200, reloadsPerCase: 50 };
 }
 
-type Op = 'suspend' | 'suspend-noflush' | 'suspend-nolockfs' | 'preload-swap' | 'preload-clear' | 'reload-changed' | 'message' | 'remove-open';
+type Op = 'suspend' | 'suspend-noflush' | 'suspend-nolockfs' | 'preload-swap' | 'preload-clear' | 'reload-changed' | 'handover' | 'message' | 'remove-open';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -46,6 +47,7 @@ function plan(rand: () => number, s: TortureScale): Op[] {
   const reloads: Op[] = ['preload-swap', 'preload-clear', 'reload-changed'];
   for (let i = 0; i < s.suspendsPerCase; i++) ops.push(suspends[Math.floor(rand() * suspends.length)]!);
   for (let i = 0; i < s.reloadsPerCase; i++) ops.push(reloads[Math.floor(rand() * reloads.length)]!);
+  for (let i = 0; i < Math.ceil(s.reloadsPerCase / 10); i++) ops.push('handover');
   for (let i = 0; i < Math.ceil(s.suspendsPerCase / 5); i++) ops.push('message');
   ops.push('remove-open');
   for (let i = ops.length - 1; i > 0; i--) {
@@ -79,7 +81,68 @@ async function sendMessage(dm: DeviceMapper, name: string, rig: TortureRig, rand
   if (m) await dm.message({ name }, undefined, m);
 }
 
-async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureRig, rand: () => number, ops: Op[], problems: string[]): Promise<{ suspends: number; reloads: number }> {
+/**
+ * LVM inserting a layer (the upstream era-postsuspend report): the target moves to another device while
+ * the old table stays alive, suspended, then the old device is switched to a linear map over the new one
+ * (the old target's dtr runs only now), and at last the target moves back. Checkpoint-style messages race
+ * the first suspend with the background work held open, and the new instance works (writes, messages)
+ * while the old one still holds its buffers, so whatever the old one leaves dirty after its suspend lands
+ * over metadata the new one has written. The metadata is checked right after the old dtr, with both
+ * instances quiesced. Counts as a reload race.
+ */
+async function handover(dm: DeviceMapper, name: string, rig: TortureRig, model: SectorModel, work: Workload, rand: () => number, nextSeed: () => number, problems: string[]): Promise<void> {
+  const layer = `${name}-layer`;
+  await dm.create(layer);
+  try {
+    await dm.load({ name: layer }, [rig.line()]);
+    // Dense changes first, so the background work the suspend races (an era digest) has work in every step.
+    await work.burst(BURST_EXTENTS);
+    rig.holdBackground?.(true);
+    try {
+      await sendMessage(dm, name, rig, rand);
+      await dm.suspend({ name });
+    } finally {
+      rig.holdBackground?.(false);
+    }
+    await dm.resume({ name: layer });
+    // The new instance works while the old one is suspended with its buffers.
+    const layerWork = new Workload(dm.devicePath(layer), model, prng(Math.floor(rand() * 2 ** 31)), nextSeed, { writers: 1, readers: 0 });
+    for (let i = 0; i < 8; i++) {
+      await sleep(10 + Math.floor(rand() * 30));
+      await sendMessage(dm, layer, rig, rand).catch((e) => problems.push(`handover: message to the new instance: ${(e as Error).message}`));
+    }
+    await layerWork.stop();
+    problems.push(...layerWork.problems.map((p) => `handover: ${p}`));
+    // The new instance quiesced (its suspend commits), the old device becomes a linear map over it, so
+    // the old target's dtr runs now: it must not write the metadata at all (it was suspended before).
+    await dm.suspend({ name: layer });
+    const before = rig.metadataImage?.();
+    await dm.load({ name }, [{ start: sectors(0), length: sectors(BigInt(rig.nrSectors)), type: 'linear', params: `${dm.devicePath(layer)} 0` }]);
+    await dm.resume({ name });
+    const after = rig.metadataImage?.();
+    if (before && after && !before.equals(after)) problems.push(`handover: the old table wrote ${changedBlocks(before, after)} after its suspend, in its dtr`);
+    problems.push(...rig.checkMetadata(model, { held: true }).map((p) => `handover, after the old table's dtr: ${p}`));
+    await dm.resume({ name: layer });
+    // And back: the target on the old device again, the layer removed.
+    await dm.suspend({ name });
+    await dm.suspend({ name: layer });
+    await dm.load({ name }, [rig.line()]);
+    await dm.resume({ name });
+  } finally {
+    await dm.remove({ name: layer }, { retry: true }).catch((e) => problems.push(`handover: removing the layer: ${(e as Error).message}`));
+  }
+}
+
+/** Extents (of 64 KiB) the burst before a handover covers: 1 MiB, a third of it written. */
+const BURST_EXTENTS = 16;
+
+function changedBlocks(a: Buffer, b: Buffer): string {
+  const changed: number[] = [];
+  for (let off = 0; off < a.length; off += 4096) if (!a.subarray(off, off + 4096).equals(b.subarray(off, off + 4096))) changed.push(off / 4096);
+  return `${changed.length} metadata block(s) (${changed.slice(0, 8).join(', ')}${changed.length > 8 ? ', ...' : ''})`;
+}
+
+async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureRig, model: SectorModel, work: Workload, rand: () => number, nextSeed: () => number, ops: Op[], problems: string[]): Promise<{ suspends: number; reloads: number }> {
   let suspends = 0;
   let reloads = 0;
   for (const op of ops) {
@@ -99,10 +162,21 @@ async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureR
         case 'reload-changed':
           await dm.load({ name }, [op === 'reload-changed' ? rig.variant(rand) : rig.line()]);
           await sleep(Math.floor(rand() * 30));
-          // Half the swaps race a message (an era checkpoint starts a digest) sent right before the suspend.
-          if (rand() < 0.5) await sendMessage(dm, name, rig, rand);
-          await dm.suspend({ name });
-          await dm.resume({ name });
+          // Half the swaps race a message (an era checkpoint starts a digest) sent right before the suspend,
+          // with the target's background work held open (test builds) so the suspend lands in it.
+          if (rand() < 0.5) {
+            rig.holdBackground?.(true);
+            try {
+              await sendMessage(dm, name, rig, rand);
+              await dm.suspend({ name });
+              await dm.resume({ name });
+            } finally {
+              rig.holdBackground?.(false);
+            }
+          } else {
+            await dm.suspend({ name });
+            await dm.resume({ name });
+          }
           reloads++;
           if (rand() < 0.5) {
             // Back to back (LVM does this in lvconvert): the next table reads from the disk what the
@@ -112,6 +186,10 @@ async function storm(dm: DeviceMapper, name: string, path: string, rig: TortureR
             await dm.resume({ name });
             reloads++;
           }
+          break;
+        case 'handover':
+          await handover(dm, name, rig, model, work, rand, nextSeed, problems);
+          reloads++;
           break;
         case 'preload-clear':
           await dm.load({ name }, [rig.line()]);
@@ -159,7 +237,7 @@ async function runCase(dm: DeviceMapper, name: string, rig: TortureRig, model: S
   const path = dm.devicePath(name);
   const problems: string[] = [];
   const work = new Workload(path, model, prng(seed ^ 0x5a5a5a5a), nextSeed, { writers: 2, readers: 1 });
-  const counts = await storm(dm, name, path, rig, rand, plan(rand, s), problems);
+  const counts = await storm(dm, name, path, rig, model, work, rand, nextSeed, plan(rand, s), problems);
   await work.stop();
   problems.push(...work.problems);
 

@@ -108,6 +108,7 @@ export class Workload {
   readonly problems: string[] = [];
   readonly counts: IoCounts = { writes: 0, flushWrites: 0, fuaWrites: 0, reads: 0 };
   private running = true;
+  private readonly lanes: number;
   private readonly loops: Promise<void>[] = [];
   private readonly file: Promise<DirectFile>;
 
@@ -122,7 +123,9 @@ export class Workload {
     this.file = DirectFile.open(path);
     // A rejected open is reported by the loops; this keeps it from being an unhandled rejection meanwhile.
     this.file.catch(() => undefined);
-    for (let w = 0; w < opts.writers; w++) this.loops.push(this.guard(`writer ${w}`, (f) => this.writer(f, w, opts.writers, extents)));
+    // Writer w takes the extents congruent to w; the last class is kept for burst().
+    this.lanes = opts.writers + 1;
+    for (let w = 0; w < opts.writers; w++) this.loops.push(this.guard(`writer ${w}`, (f) => this.writer(f, w, this.lanes, extents)));
     for (let r = 0; r < opts.readers; r++) this.loops.push(this.guard('reader', (f) => this.reader(f, extents)));
   }
 
@@ -154,6 +157,29 @@ export class Workload {
         if (mode === 'fua') this.counts.fuaWrites++;
       } catch (e) {
         this.problems.push(`writer ${id}: ${mode} write of ${len} sectors at sector ${first}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Whole-extent writes to every extent of the burst lane among the first `count` extents, while the
+   * writers go on (they never touch that lane): a dense run of changed blocks, e.g. for an era digest.
+   */
+  async burst(count: number): Promise<void> {
+    const file = await this.file;
+    const buf = alignedBuffer(EXTENT * SECTOR);
+    const last = Math.min(count, Math.floor(this.model.nrSectors / EXTENT));
+    for (let ext = this.lanes - 1; ext < last; ext += this.lanes) {
+      const first = ext * EXTENT;
+      const seed = this.nextSeed();
+      buf.set(patternBuffer(seed, sectors(BigInt(first)), EXTENT));
+      this.model.issue(seed, first, EXTENT);
+      try {
+        await file.write(first * SECTOR, buf, 'direct');
+        this.model.ack(seed);
+        this.counts.writes++;
+      } catch (e) {
+        this.problems.push(`burst: write of ${EXTENT} sectors at sector ${first}: ${(e as Error).message}`);
       }
     }
   }

@@ -5,10 +5,11 @@
  * component by one more profile here.
  */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import { DeviceMapper, type TargetLine } from '../../../dm';
 import { eraWrittenBlocks, readCloneMetadata, readEraMetadata } from '../../../pdata/reader';
 import { clone } from '../../../targets';
-import { readDirect, ramdisks, Scope, zero, type BlockDevice } from '../../../testing';
+import { readDirect, writeDirect, ramdisks, Scope, zero, type BlockDevice } from '../../../testing';
 import { createDevice } from '../../../testing/dmsetup';
 import { bytes, sectors, targetBlocks } from '../../../units';
 import { SectorModel } from './model';
@@ -25,8 +26,15 @@ export interface TortureRig {
   variant(rand: () => number): TargetLine;
   /** A message to send now (its words), given the device's status line, or undefined for none. */
   message(rand: () => number, status: string): string | undefined;
-  /** Problems in the metadata, read with the device removed; `model` has every write of the run. */
-  checkMetadata(model: SectorModel): string[];
+  /**
+   * Problems in the metadata, read with the device removed (or, `held`, with its tables suspended:
+   * checked on a raw copy); `model` has every write of the run.
+   */
+  checkMetadata(model: SectorModel, opts?: { held?: boolean }): string[];
+  /** The raw metadata device's bytes (read with O_DIRECT), to see whether a quiesced table wrote it. */
+  metadataImage?(): Buffer;
+  /** Test builds: widen the windows of the target's background work (on) or stop widening them (off). */
+  holdBackground?(on: boolean): void;
   /** A linear table on the device that holds the data, when a swap to it is allowed now. */
   linear?(dm: DeviceMapper, name: string): Promise<TargetLine | undefined>;
 }
@@ -51,21 +59,41 @@ const ERA_ORIGIN_MIB = 16n;
 const ERA_META_MIB = 2n; // small: the space map's cursor wraps, as in the era-postsuspend scenario
 const ERA_BLOCK = 8; // sectors
 
+/*
+ * A test build of dmkit-era holds each digest step this long (knob digest_step_delay_ms) while a swap
+ * races a checkpoint, so the swap's suspend lands while the worker digests: the window of the
+ * era-postsuspend bug (a digest step after postsuspend's commit), which this component must catch.
+ * Only around swaps: held for a whole case, the undigested eras of 200 suspends would fill the metadata.
+ */
+const DIGEST_KNOB = '/sys/module/dmkit_era/parameters/digest_step_delay_ms';
+const DIGEST_STEP_MS = 3;
+
+function digestHolder(scope: Scope): ((on: boolean) => void) | undefined {
+  if (!fs.existsSync(DIGEST_KNOB)) return undefined;
+  const before = fs.readFileSync(DIGEST_KNOB, 'utf8').trim();
+  scope.defer('digest step delay', () => fs.writeFileSync(DIGEST_KNOB, before));
+  return (on) => fs.writeFileSync(DIGEST_KNOB, on ? String(DIGEST_STEP_MS) : before);
+}
+
 function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureProfile {
   return {
     type,
     ...(knownUpstream ? { knownUpstream } : {}),
     makeRig(scope: Scope): TortureRig {
-      const [origin, metaDisk] = ramdisks(scope, 2, bytes(ERA_ORIGIN_MIB * MiB)) as [BlockDevice, BlockDevice];
+      // The third ramdisk takes a raw copy of the metadata while a table holds it (era_check wants it alone).
+      const [origin, metaDisk, copyDisk] = ramdisks(scope, 3, bytes(ERA_ORIGIN_MIB * MiB)) as [BlockDevice, BlockDevice, BlockDevice];
       const metaSectors = Number((ERA_META_MIB * MiB) / 512n);
       const meta = createDevice(scope, 'tt-era-meta', `0 ${metaSectors} linear ${metaDisk.path} 0`).path;
       zero(meta, bytes(64 * 1024));
       const nrSectors = Number((ERA_ORIGIN_MIB * MiB) / 512n);
       SectorModel.fillBase(origin.path, nrSectors, BASE_SEED);
       const line = (): TargetLine => ({ start: sectors(0), length: sectors(BigInt(nrSectors)), type, params: `${meta} ${origin.path} ${ERA_BLOCK}` });
+      const hold = type === 'dmkit-era' ? digestHolder(scope) : undefined;
       return {
         nrSectors,
         line,
+        ...(hold ? { holdBackground: hold } : {}),
+        metadataImage: () => readDirect(meta, 0n, ERA_META_MIB * MiB, 64n * 1024n),
         // Era's block size is fixed by its metadata: a reload keeps the arguments.
         variant: line,
         message(rand, status) {
@@ -74,11 +102,13 @@ function eraProfile(type: 'era' | 'dmkit-era', knownUpstream?: string): TortureP
           const held = status.trim().split(/\s+/)[3] !== '-';
           return held ? 'drop_metadata_snap' : 'take_metadata_snap';
         },
-        checkMetadata(model) {
-          const problems = checkerProblem('era_check', [meta]);
+        checkMetadata(model, opts) {
+          const image = readDirect(meta, 0n, ERA_META_MIB * MiB, 64n * 1024n);
+          if (opts?.held) writeDirect(copyDisk.path, 0n, image);
+          const problems = checkerProblem('era_check', [opts?.held ? copyDisk.path : meta]);
           if (problems.length) return problems;
           try {
-            const md = readEraMetadata(readDirect(meta, 0n, ERA_META_MIB * MiB, 64n * 1024n));
+            const md = readEraMetadata(image);
             const tracked = eraWrittenBlocks(md);
             const missing: number[] = [];
             for (let b = 0; b < md.nrBlocks && missing.length < 8; b++) {
