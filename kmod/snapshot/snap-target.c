@@ -463,7 +463,11 @@ static void start_copy(struct snap_copy *copy)
 	dm_kcopyd_copy(kcopyd, &from, copy->nr, to, 0, copy_done, copy);
 }
 
-/* Starts the copies of fresh pending exceptions of one origin chunk, grouped by chunk size. */
+/*
+ * Starts the copies of fresh pending exceptions. One copy reads one origin chunk for every snapshot
+ * that needs it: pending exceptions share a copy only with the same chunk size and the same old chunk
+ * (a merge step's list holds many chunks of one snapshot).
+ */
 static void start_copies(struct list_head *fresh)
 {
 	while (!list_empty(fresh)) {
@@ -474,7 +478,7 @@ static void start_copies(struct list_head *fresh)
 
 		copy->nr = 0;
 		list_for_each_entry_safe(pe, tmp, fresh, entry) {
-			if (pe->s->chunk_sectors != chunk_sectors)
+			if (pe->s->chunk_sectors != chunk_sectors || pe->old_chunk != first->old_chunk)
 				continue;
 			list_del_init(&pe->entry);
 			copy->pes[copy->nr++] = pe;
@@ -501,6 +505,47 @@ static void init_pe(struct snap *s, struct snap_pe *pe, snap_chunk_t chunk)
 /* ---- origin writes ---- */
 
 /*
+ * The pending exception that copies `chunk` into snapshot s before the origin changes there: the one
+ * under way, or a fresh one added to `fresh` (the caller starts it). NULL when s needs no copy (not
+ * valid, being invalidated, or the chunk has its exception already) or its COW is full (s is then
+ * invalidated). A pending exception is returned with s->lock held.
+ */
+static struct snap_pe *claim_chunk(struct snap *s, snap_chunk_t chunk, struct list_head *fresh)
+{
+	struct snap_pe *pe = NULL, *found;
+
+	for (;;) {
+		spin_lock(&s->lock);
+		if (!s->valid || s->invalidating || lookup_ex(s, chunk)) {
+			spin_unlock(&s->lock);
+			if (pe)
+				mempool_free(pe, &pe_pool);
+			return NULL;
+		}
+		found = lookup_pe(s, chunk);
+		if (found || pe)
+			break;
+		/* The chunk needs a copy: allocate outside the lock, then look again. */
+		spin_unlock(&s->lock);
+		pe = mempool_alloc(&pe_pool, GFP_NOIO);
+	}
+	if (found) {
+		if (pe)
+			mempool_free(pe, &pe_pool);
+		return found;
+	}
+	if (snap_store_alloc(s->store, &pe->new_chunk)) {
+		spin_unlock(&s->lock);
+		mempool_free(pe, &pe_pool);
+		invalidate(s, -ENOSPC);
+		return NULL;
+	}
+	init_pe(s, pe, chunk);
+	list_add_tail(&pe->entry, fresh);
+	return pe;
+}
+
+/*
  * Makes sure every snapshot of the set has the chunk under this origin write, or is copying it.
  * Returns DM_MAPIO_REMAPPED when the write can go now, DM_MAPIO_SUBMITTED when it was queued on a
  * copy (it comes back here when that copy is committed). origins_lock is held for reading.
@@ -508,52 +553,22 @@ static void init_pe(struct snap *s, struct snap_pe *pe, snap_chunk_t chunk)
 static int origin_write(struct origin_set *set, struct bio *bio)
 {
 	sector_t sector = bio->bi_iter.bi_sector;
-	struct snap_pe *pe, *found;
 	bool queued = false;
+	struct snap_pe *pe;
 	LIST_HEAD(fresh);
 	struct snap *s;
 
 	list_for_each_entry(s, &set->snapshots, set_entry) {
-		snap_chunk_t chunk = sector >> s->chunk_shift;
-		bool full = false;
-
 		if (s->merge || sector >= s->ti->len)
 			continue;
-		pe = NULL;
-relock:
-		spin_lock(&s->lock);
-		if (!s->valid || s->invalidating || lookup_ex(s, chunk)) {
-			spin_unlock(&s->lock);
-			if (pe)
-				mempool_free(pe, &pe_pool);
+		pe = claim_chunk(s, sector >> s->chunk_shift, &fresh);
+		if (!pe)
 			continue;
-		}
-		found = lookup_pe(s, chunk);
-		if (!found && !pe) {
-			/* The chunk needs a copy: allocate outside the lock, then look again. */
-			spin_unlock(&s->lock);
-			pe = mempool_alloc(&pe_pool, GFP_NOIO);
-			goto relock;
-		}
-		if (found) {
-			if (pe)
-				mempool_free(pe, &pe_pool);
-			pe = found;
-		} else if (snap_store_alloc(s->store, &pe->new_chunk)) {
-			full = true;
-		} else {
-			init_pe(s, pe, chunk);
-			list_add_tail(&pe->entry, &fresh);
-		}
-		if (!full && !queued) {
+		if (!queued) {
 			bio_list_add(&pe->origin_bios, bio);
 			queued = true;
 		}
 		spin_unlock(&s->lock);
-		if (full) {
-			mempool_free(pe, &pe_pool);
-			invalidate(s, -ENOSPC);
-		}
 	}
 	start_copies(&fresh);
 	return queued ? DM_MAPIO_SUBMITTED : DM_MAPIO_REMAPPED;
@@ -612,41 +627,13 @@ static void origin_preserve(struct origin_set *set, sector_t first, sector_t cou
 			continue;
 		last = (min_t(sector_t, first + count, s->ti->len) - 1) >> s->chunk_shift;
 		for (chunk = first >> s->chunk_shift; chunk <= last; chunk++) {
-			struct snap_pe *pe = NULL, *found;
-			bool full = false;
-relock:
-			spin_lock(&s->lock);
-			if (!s->valid || s->invalidating || lookup_ex(s, chunk)) {
-				spin_unlock(&s->lock);
-				if (pe)
-					mempool_free(pe, &pe_pool);
+			struct snap_pe *pe = claim_chunk(s, chunk, &fresh);
+
+			if (!pe)
 				continue;
-			}
-			found = lookup_pe(s, chunk);
-			if (!found && !pe) {
-				spin_unlock(&s->lock);
-				pe = mempool_alloc(&pe_pool, GFP_NOIO);
-				goto relock;
-			}
-			if (found) {
-				if (pe)
-					mempool_free(pe, &pe_pool);
-				pe = found;
-			} else if (snap_store_alloc(s->store, &pe->new_chunk)) {
-				full = true;
-			} else {
-				init_pe(s, pe, chunk);
-				list_add_tail(&pe->entry, &fresh);
-			}
-			if (!full) {
-				pe->preserve = &w;
-				atomic_inc(&w.left);
-			}
+			pe->preserve = &w;
+			atomic_inc(&w.left);
 			spin_unlock(&s->lock);
-			if (full) {
-				mempool_free(pe, &pe_pool);
-				invalidate(s, -ENOSPC);
-			}
 		}
 		start_copies(&fresh);
 	}

@@ -4,35 +4,28 @@
  * reader (src/pdata/snapshot-cow.ts), and persistence: a snapshot removed and activated again from its COW
  * reads the same.
  */
-import { afterEach, before, beforeEach, describe, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceMapper } from '../../src/dm';
-import { ramdisks, Scope } from '../../src/testing';
-import { bytes, sectors } from '../../src/units';
+import { sectors } from '../../src/units';
 import { removeSnapshot } from '../../src/workflows';
-import { FAMILIES, familySkip, MiB, SnapRig, snapStatus, zeroStart } from './snapshot-lib';
+import { describeFamilies, MiB, SnapRig, snapStatus } from './snapshot-lib';
 
 const LENGTH = sectors((8n * MiB) / 512n);
 const CHUNK = sectors(8); // 4 KiB
 
 const dm = DeviceMapper.open();
 
-for (const family of FAMILIES) {
-  describe(`snapshot data (${family})`, () => {
-    let skip: string | undefined;
-    let scope: Scope;
-    before(async () => {
-      skip = await familySkip(dm, family);
-    });
-    beforeEach(() => {
-      scope = new Scope();
-    });
-    afterEach(() => scope.close());
+describeFamilies(
+  dm,
+  'snapshot data',
+  (c) => {
+    const { family } = c;
 
     test('one snapshot: origin writes leave it at the old data; its own reads and writes; COW and persistence', async (t) => {
-      if (skip) return t.skip(skip);
-      const [origin, cowDev] = ramdisks(scope, 2, bytes(16n * MiB)).map((d) => d.path) as [string, string];
-      zeroStart(cowDev, MiB);
+      if (c.skip) return t.skip(c.skip);
+      const { scope } = c;
+      const [origin, cowDev] = c.disks(2, 16n * MiB) as [string, string];
       const rig = await new SnapRig(dm, scope, 'sd1', family, origin, LENGTH, CHUNK, 1).open();
       const s = await rig.take(cowDev);
       rig.verifyData('just taken');
@@ -60,9 +53,9 @@ for (const family of FAMILIES) {
     });
 
     test('four snapshots taken between writes each read as the origin did when taken', async (t) => {
-      if (skip) return t.skip(skip);
-      const devs = ramdisks(scope, 5, bytes(16n * MiB)).map((d) => d.path);
-      for (const d of devs.slice(1)) zeroStart(d, MiB);
+      if (c.skip) return t.skip(c.skip);
+      const { scope } = c;
+      const devs = c.disks(5, 16n * MiB);
       const rig = await new SnapRig(dm, scope, 'sd4', family, devs[0]!, LENGTH, CHUNK, 2).open();
       const stores = ['P', 'PO', 'P', 'N'] as const;
       for (let i = 0; i < 4; i++) {
@@ -80,5 +73,5 @@ for (const family of FAMILIES) {
       assert.ok('allocated' in transient && transient.metadata === 0n, `a transient store has no metadata: ${JSON.stringify(transient)}`);
       assert.equal((await snapStatus(dm, rig.snaps[3]!.name) as { allocated: bigint }).allocated, BigInt(rig.snaps[3]!.copied.size) * CHUNK);
     });
-  });
-}
+  },
+);

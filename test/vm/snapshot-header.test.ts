@@ -12,15 +12,15 @@
  * the snapshot reports Invalid, the header on disk is intact (magic, valid 0, version 1, chunk size), and
  * activating the COW again gives an Invalid snapshot rather than a refused or corrupt one.
  */
-import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { DeviceMapper } from '../../src/dm';
 import { COW_VERSION, readCowHeader, SNAP_MAGIC } from '../../src/pdata/snapshot-cow';
-import { patternBuffer, ramdisks, readDirect, Scope, writeDirectAsync } from '../../src/testing';
-import { bytes, sectors } from '../../src/units';
+import { patternBuffer, readDirect, writeDirectAsync } from '../../src/testing';
+import { sectors } from '../../src/units';
 import { createSnapshot, removeSnapshot, type SnapshotFamily } from '../../src/workflows';
-import { FAMILIES, familySkip, MiB, removeDevices, slice, SnapRig, snapStatus, zeroStart } from './snapshot-lib';
+import { describeFamilies, MiB, removeDevices, slice, SnapRig, snapStatus, zeroStart } from './snapshot-lib';
 
 const LENGTH = sectors((16n * MiB) / 512n);
 const CHUNK = sectors(2); // 1 KiB: 64 exceptions per area
@@ -39,24 +39,16 @@ function setKnob(family: SnapshotFamily, ms: number): boolean {
   return true;
 }
 
-for (const family of FAMILIES) {
-  describe(`snapshot overflow race (${family})`, () => {
-    let skip: string | undefined;
-    let scope: Scope;
-    before(async () => {
-      skip = await familySkip(dm, family);
-    });
-    beforeEach(() => {
-      scope = new Scope();
-    });
-    afterEach(() => {
-      setKnob(family, 0);
-      scope.close();
-    });
+describeFamilies(
+  dm,
+  'snapshot overflow race',
+  (c) => {
+    const { family } = c;
 
     test('snapshot-header: an overflow while copies are in flight leaves a valid header (magic, version, chunk size)', async (t) => {
-      if (skip) return t.skip(skip);
-      const [originDev, cowDisk] = ramdisks(scope, 2, bytes(32n * MiB)).map((d) => d.path) as [string, string];
+      if (c.skip) return t.skip(c.skip);
+      const { scope } = c;
+      const [originDev, cowDisk] = c.disks(2, 32n * MiB) as [string, string];
       const knob = setKnob(family, 200);
       t.diagnostic(knob ? 'invalidate_delay_ms = 200' : 'no invalidate_delay_ms knob: the race runs unwidened');
       for (let round = 0; round < ROUNDS; round++) {
@@ -115,5 +107,6 @@ for (const family of FAMILIES) {
         removeDevices(`${prefix}-`);
       }
     });
-  });
-}
+  },
+  (family) => void setKnob(family, 0),
+);

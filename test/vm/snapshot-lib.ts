@@ -16,8 +16,9 @@ import * as fs from 'node:fs';
 import { DeviceMapper, DmError } from '../../src/dm';
 import { exceptionMap, readCow, type CowImage } from '../../src/pdata/snapshot-cow';
 import { linear, snapshot, type SnapshotStatus, type SnapshotStore } from '../../src/targets';
-import { DataModel, readDirect, stampDirect, verifyModel, type Scope } from '../../src/testing';
-import { sectors, type Sectors } from '../../src/units';
+import { afterEach, before, beforeEach, describe } from 'node:test';
+import { DataModel, ramdisks, readDirect, Scope, stampDirect, verifyModel } from '../../src/testing';
+import { bytes, sectors, type Sectors } from '../../src/units';
 import { createSnapshot, SNAPSHOT_TYPES, type SnapshotFamily } from '../../src/workflows';
 
 export const MiB = 1n << 20n;
@@ -178,4 +179,56 @@ export async function slice(dm: DeviceMapper, scope: Scope, name: string, dev: s
 export function zeroStart(dev: string, bytes: bigint): void {
   const r = spawnSync('dd', ['if=/dev/zero', `of=${dev}`, 'bs=64K', `count=${bytes / 65536n}`, 'oflag=direct', 'status=none']);
   assert.equal(r.status, 0, `zeroing ${dev}`);
+}
+
+/** What each test of a family suite gets. */
+export interface FamilyCase {
+  readonly family: SnapshotFamily;
+  /** Why this family cannot run on the booted kernel, or undefined. */
+  readonly skip: string | undefined;
+  /** This test's scope: fresh per test, closed after it. */
+  readonly scope: Scope;
+  /** `n` ramdisks of `size` bytes; all but the first (the origin) zeroed over their first MiB (COWs). */
+  disks(n: number, size: bigint): string[];
+}
+
+/**
+ * One describe block per family in FAMILIES, `title (family)`, each test with a fresh scope; `cleanup`
+ * runs after each test before its scope closes.
+ */
+export function describeFamilies(dm: DeviceMapper, title: string, body: (c: FamilyCase) => void, cleanup?: (family: SnapshotFamily) => void): void {
+  for (const family of FAMILIES) {
+    describe(`${title} (${family})`, () => {
+      let skip: string | undefined;
+      let scope: Scope | undefined;
+      before(async () => {
+        skip = await familySkip(dm, family);
+      });
+      beforeEach(() => {
+        scope = new Scope();
+      });
+      afterEach(() => {
+        try {
+          cleanup?.(family);
+        } finally {
+          scope?.close();
+        }
+      });
+      body({
+        family,
+        get skip() {
+          return skip;
+        },
+        get scope() {
+          assert.ok(scope, 'a scope exists inside a test');
+          return scope;
+        },
+        disks(n, size) {
+          const paths = ramdisks(this.scope, n, bytes(size)).map((d) => d.path);
+          for (const p of paths.slice(1)) zeroStart(p, MiB);
+          return paths;
+        },
+      });
+    });
+  }
 }

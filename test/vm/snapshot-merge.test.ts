@@ -6,15 +6,15 @@
  * device equal the model, and the COW is valid with no exception left. A second snapshot of the same
  * origin keeps its own view throughout.
  */
-import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceMapper } from '../../src/dm';
 import { readCow } from '../../src/pdata/snapshot-cow';
-import { DataModel, ramdisks, readDirect, Scope, stampDirect } from '../../src/testing';
-import { bytes, sectors } from '../../src/units';
+import { DataModel, readDirect, stampDirect } from '../../src/testing';
+import { sectors } from '../../src/units';
 import { mergeSnapshot, type MergeProgress } from '../../src/workflows';
 import { DirectReader } from './clone-lib';
-import { assertModel, FAMILIES, familySkip, MiB, SnapRig, zeroStart } from './snapshot-lib';
+import { assertModel, describeFamilies, MiB, SnapRig } from './snapshot-lib';
 
 const LENGTH = sectors((8n * MiB) / 512n);
 const CHUNK = sectors(8);
@@ -22,23 +22,16 @@ const CHUNK = sectors(8);
 const dm = DeviceMapper.open();
 after(() => dm.close());
 
-for (const family of FAMILIES) {
-  describe(`snapshot merge (${family})`, () => {
-    let skip: string | undefined;
-    let scope: Scope;
-    before(async () => {
-      skip = await familySkip(dm, family);
-    });
-    beforeEach(() => {
-      scope = new Scope();
-    });
-    afterEach(() => scope.close());
+describeFamilies(
+  dm,
+  'snapshot merge',
+  (c) => {
+    const { family } = c;
 
     test('merge runs to completion under a reader that checks every pass; writes during the merge land', async (t) => {
-      if (skip) return t.skip(skip);
-      const [originDev, cow0, cow1] = ramdisks(scope, 3, bytes(16n * MiB)).map((d) => d.path) as [string, string, string];
-      zeroStart(cow0, MiB);
-      zeroStart(cow1, MiB);
+      if (c.skip) return t.skip(c.skip);
+      const { scope } = c;
+      const [originDev, cow0, cow1] = c.disks(3, 16n * MiB) as [string, string, string];
       const rig = await new SnapRig(dm, scope, 'sm', family, originDev, LENGTH, CHUNK, 3).open();
       const s = await rig.take(cow0);
       // 4 MiB of scattered origin writes (every other 64 KiB), and some to the snapshot itself.
@@ -90,5 +83,5 @@ for (const family of FAMILIES) {
       // chunks were copied into its COW first).
       assertModel(other.path, other.model, 'the other snapshot after the merge');
     });
-  });
-}
+  },
+);
