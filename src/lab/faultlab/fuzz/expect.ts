@@ -60,6 +60,16 @@ export const UPSTREAM_LENIENT: readonly Leniency[] = [
     matches: (c) => c.mutations[0] === 'unknown-word' && /^unknown store "[PpNn]/.test(c.mustReject ?? ''),
   },
   {
+    type: 'snapshot-merge',
+    why: 'snapshot_ctr/parse_snapshot_features (dm-snap.c) read <#features> words and ignore whatever follows',
+    matches: (c) => saysFewer(c, 'features'),
+  },
+  {
+    type: 'snapshot-merge',
+    why: 'dm_exception_store_create (dm-exception-store.c) looks only at the first letter of the store type (P or N)',
+    matches: (c) => c.mutations[0] === 'unknown-word' && /^unknown store "[PpNn]/.test(c.mustReject ?? ''),
+  },
+  {
     type: 'flakey',
     why: 'flakey_ctr/parse_features (dm-flakey.c) read <#features> words and ignore whatever follows',
     matches: (c) => saysFewer(c, 'features'),

@@ -157,12 +157,13 @@ const thin: Grammar = {
   },
 };
 
-const snapshot: Grammar = {
-  types: ['snapshot'],
+/** snapshot and dmkit-snapshot; the merge targets take the same line with a persistent store only. */
+const snapshotLike = (types: readonly string[], stores: readonly string[]): Grammar => ({
+  types,
   length: LINE_SECTORS,
   formats: true,
   line(r, e) {
-    const words = [dev('origin', e.scratch[1]), dev('cow', e.scratch[0]), word('store', pick(r, ['P', 'PO', 'N'])), num('chunk size', pick(r, [8, 16, 64, 128]), SNAP_CHUNK)];
+    const words = [dev('origin', e.scratch[1]), dev('cow', e.scratch[0]), word('store', pick(r, stores)), num('chunk size', pick(r, [8, 16, 64, 128]), SNAP_CHUNK)];
     if (chance(r, 0.5)) {
       const zero = chance(r, 0.8);
       const features = zero ? ['discard_zeroes_cow', ...(chance(r, 0.5) ? ['discard_passdown_origin'] : [])] : [];
@@ -170,10 +171,12 @@ const snapshot: Grammar = {
     }
     return words;
   },
-};
+});
+const snapshot = snapshotLike(['snapshot', 'dmkit-snapshot'], ['P', 'PO', 'N']);
+const snapshotMerge = snapshotLike(['snapshot-merge', 'dmkit-merge'], ['P', 'PO']);
 
 const snapshotOrigin: Grammar = {
-  types: ['snapshot-origin'],
+  types: ['snapshot-origin', 'dmkit-origin'],
   length: LINE_SECTORS,
   formats: false,
   line: (_r, e) => [dev('origin', e.scratch[1])],
@@ -215,7 +218,7 @@ const logWrites: Grammar = {
   line: (_r, e) => [dev('data', e.scratch[1]), dev('log', e.scratch[0])],
 };
 
-export const GRAMMARS: readonly Grammar[] = [era, clone, cache, thinPool, thin, snapshot, snapshotOrigin, linearLike(['linear']), linearLike(['dmkit-core']), flakey, logWrites];
+export const GRAMMARS: readonly Grammar[] = [era, clone, cache, thinPool, thin, snapshot, snapshotMerge, snapshotOrigin, linearLike(['linear']), linearLike(['dmkit-core']), flakey, logWrites];
 
 export function grammarFor(type: string): Grammar | undefined {
   return GRAMMARS.find((g) => g.types.includes(type));
