@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import { DeviceMapper, DmError } from '../../dm';
 import { Scope } from '../../testing';
-import { SectorModel, Workload } from './torture/model';
+import { EXTENT, SectorModel, Workload } from './torture/model';
 import { BASE_SEED, PROFILES, type TortureProfile, type TortureRig } from './torture/profiles';
 import { sectors } from '../../units';
 import { caseSeed, prng, type Component, type Counters, type LabContext, type Scale } from './types';
@@ -106,9 +106,12 @@ async function handover(dm: DeviceMapper, name: string, rig: TortureRig, model: 
     }
     await dm.resume({ name: layer });
     // The new instance works while the old one is suspended with its buffers.
-    const layerWork = new Workload(dm.devicePath(layer), model, prng(Math.floor(rand() * 2 ** 31)), nextSeed, { writers: 1, readers: 0 });
+    // Its writes keep to the burst lane, which the (blocked) writers of the old device never touch: two
+    // devices' writes to one sector in flight at once would have no order a model could know.
+    const layerWork = new Workload(dm.devicePath(layer), model, prng(0), nextSeed, { writers: 0, readers: 0, lanes: work.lanes });
+    const extents = Math.floor(rig.nrSectors / EXTENT);
     for (let i = 0; i < 8; i++) {
-      await sleep(10 + Math.floor(rand() * 30));
+      await layerWork.burst(BURST_EXTENTS / 2, Math.floor(rand() * (extents - BURST_EXTENTS)));
       await sendMessage(dm, layer, rig, rand).catch((e) => problems.push(`handover: message to the new instance: ${(e as Error).message}`));
     }
     await layerWork.stop();

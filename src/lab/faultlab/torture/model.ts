@@ -14,7 +14,7 @@ import { alignedBuffer, describeSector, DirectFile, patternBuffer, readDirect, s
 import { sectors } from '../../../units';
 
 const SECTOR = 512;
-const EXTENT = 128; // sectors
+export const EXTENT = 128; // sectors
 
 export interface IoCounts {
   writes: number;
@@ -108,7 +108,7 @@ export class Workload {
   readonly problems: string[] = [];
   readonly counts: IoCounts = { writes: 0, flushWrites: 0, fuaWrites: 0, reads: 0 };
   private running = true;
-  private readonly lanes: number;
+  readonly lanes: number;
   private readonly loops: Promise<void>[] = [];
   private readonly file: Promise<DirectFile>;
 
@@ -117,14 +117,17 @@ export class Workload {
     readonly model: SectorModel,
     readonly rand: () => number,
     readonly nextSeed: () => number,
-    opts: { writers: number; readers: number },
+    /** `lanes`: how many classes the extents fall in (default writers + 1; a second Workload on another
+     *  path over the same sectors passes the first one's, so its bursts stay off that one's writers). */
+    opts: { writers: number; readers: number; lanes?: number },
   ) {
     const extents = Math.floor(model.nrSectors / EXTENT);
     this.file = DirectFile.open(path);
     // A rejected open is reported by the loops; this keeps it from being an unhandled rejection meanwhile.
     this.file.catch(() => undefined);
     // Writer w takes the extents congruent to w; the last class is kept for burst().
-    this.lanes = opts.writers + 1;
+    this.lanes = opts.lanes ?? opts.writers + 1;
+    if (this.lanes <= opts.writers) throw new RangeError(`${opts.writers} writers need more than ${this.lanes} lanes`);
     for (let w = 0; w < opts.writers; w++) this.loops.push(this.guard(`writer ${w}`, (f) => this.writer(f, w, this.lanes, extents)));
     for (let r = 0; r < opts.readers; r++) this.loops.push(this.guard('reader', (f) => this.reader(f, extents)));
   }
@@ -162,14 +165,15 @@ export class Workload {
   }
 
   /**
-   * Whole-extent writes to every extent of the burst lane among the first `count` extents, while the
+   * Whole-extent writes to every extent of the burst lane among `count` extents from `from`, while the
    * writers go on (they never touch that lane): a dense run of changed blocks, e.g. for an era digest.
    */
-  async burst(count: number): Promise<void> {
+  async burst(count: number, from = 0): Promise<void> {
     const file = await this.file;
     const buf = alignedBuffer(EXTENT * SECTOR);
-    const last = Math.min(count, Math.floor(this.model.nrSectors / EXTENT));
-    for (let ext = this.lanes - 1; ext < last; ext += this.lanes) {
+    const last = Math.min(from + count, Math.floor(this.model.nrSectors / EXTENT));
+    const lane = this.lanes - 1;
+    for (let ext = from + ((lane - (from % this.lanes) + this.lanes) % this.lanes); ext < last; ext += this.lanes) {
       const first = ext * EXTENT;
       const seed = this.nextSeed();
       buf.set(patternBuffer(seed, sectors(BigInt(first)), EXTENT));
