@@ -832,6 +832,11 @@ static int parse_features(struct dm_target *ti, struct snap *s, struct dm_arg_se
 
 	if (!as->argc)
 		return 0;
+	/* dm_read_arg() reads the count with "%u", which wraps a number past 32 bits: refuse that first. */
+	if (kstrtouint(as->argv[0], 10, &n)) {
+		ti->error = feature_count.error;
+		return -EINVAL;
+	}
 	r = dm_read_arg_group(&feature_count, as, &n, &ti->error);
 	if (r)
 		return r;

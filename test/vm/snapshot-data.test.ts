@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { DeviceMapper } from '../../src/dm';
 import { sectors } from '../../src/units';
 import { removeSnapshot } from '../../src/workflows';
-import { describeFamilies, MiB, SnapRig, snapStatus } from './snapshot-lib';
+import { describeFamilies, MiB, showJson, SnapRig, snapStatus } from './snapshot-lib';
 
 const LENGTH = sectors((8n * MiB) / 512n);
 const CHUNK = sectors(8); // 4 KiB
@@ -70,7 +70,7 @@ describeFamilies(
       rig.verifyData('four snapshots');
       for (const s of rig.snaps) if (s.store !== 'N') await rig.verifyCow(s, 'four snapshots');
       const transient = await snapStatus(dm, rig.snaps[3]!.name);
-      assert.ok('allocated' in transient && transient.metadata === 0n, `a transient store has no metadata: ${JSON.stringify(transient)}`);
+      assert.ok('allocated' in transient && transient.metadata === 0n, `a transient store has no metadata: ${showJson(transient)}`);
       assert.equal((await snapStatus(dm, rig.snaps[3]!.name) as { allocated: bigint }).allocated, BigInt(rig.snaps[3]!.copied.size) * CHUNK);
     });
   },

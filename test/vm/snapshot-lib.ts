@@ -22,6 +22,9 @@ import { bytes, sectors, type Sectors } from '../../src/units';
 import { createSnapshot, SNAPSHOT_TYPES, type SnapshotFamily } from '../../src/workflows';
 
 export const MiB = 1n << 20n;
+
+/** JSON text for messages, BigInts as decimal strings. */
+export const showJson = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
 export const FAMILIES: readonly SnapshotFamily[] = (() => {
   const only = process.env['DMKIT_SNAPSHOT_FAMILY'];
   return only === 'dmkit' || only === 'in-tree' ? [only] : ['in-tree', 'dmkit'];
@@ -157,7 +160,7 @@ export class SnapRig {
     }
     if (opts.status !== false) {
       const st = await snapStatus(this.dm, s.name);
-      assert.ok('allocated' in st, `${what}: ${s.name} status ${JSON.stringify(st, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+      assert.ok('allocated' in st, `${what}: ${s.name} status ${showJson(st)}`);
       assert.equal(st.allocated, cow.nextFree * this.chunk, `${what}: ${s.name} allocated sectors = next free chunk x chunk size`);
       assert.equal(st.metadata, BigInt(cow.areas + 1) * this.chunk, `${what}: ${s.name} metadata sectors = (areas in use + header) x chunk size`);
       assert.equal(st.total, cowBytes / 512n, `${what}: ${s.name} total sectors = the COW device`);

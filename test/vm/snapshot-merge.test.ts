@@ -46,11 +46,15 @@ describeFamilies(
       // From now on the volume must read as the snapshot (the merging origin redirects to the COW).
       const expected: DataModel = s.model.clone();
       const seen: MergeProgress[] = [];
-      const readers: DirectReader[] = [new DirectReader(rig.volPath, () => expected, LENGTH)];
+      const readers: DirectReader[] = [];
       let finished = false;
       const merging = mergeSnapshot(dm, { name: s.name, pollIntervalMs: 50, timeoutMs: 120_000, onProgress: (p) => seen.push(p) }).finally(() => {
         finished = true;
       });
+      // The reader starts once the volume is the merge target (the first progress report reads its
+      // status): until that swap the volume still reads as the origin.
+      while (!finished && seen.length === 0) await new Promise((r) => setTimeout(r, 5));
+      readers.push(new DirectReader(rig.volPath, () => expected, LENGTH));
       // Mid-merge writes to the volume, into a merged region and an unmerged one alike (the reader is
       // paused around them so no pass straddles a write).
       while (!finished && !seen.some((p) => p.remaining > 0n && p.remaining < p.total)) await new Promise((r) => setTimeout(r, 20));
