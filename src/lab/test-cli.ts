@@ -49,19 +49,11 @@ const VM_SUITES = 'dist/test/vm/';
  * start-up, /dev/mapper nodes, crash-image replay) or that the torture component covers there (the clone
  * races run on the Debian kernel). DMKIT_DEBUG_SUITES=all runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'lab-torture'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'snapshot-data', 'snapshot-merge', 'lab-torture'];
 
-/**
- * The Debian kernel's suites: every VM suite, except the snapshot family's until it passes there
- * (dmkit-snapshot is being built, issue 15: DMKIT_SNAPSHOT_VM=1 runs them).
- */
+/** The Debian kernel's suites: every VM suite. */
 function debianSuites(): string[] {
-  if (process.env['DMKIT_SNAPSHOT_VM'] === '1') return [VM_SUITES];
-  return fs
-    .readdirSync(path.join(REPO_ROOT, VM_SUITES))
-    .filter((f) => f.endsWith('.test.js') && !f.startsWith('snapshot-'))
-    .sort()
-    .map((f) => `${VM_SUITES}${f}`);
+  return [VM_SUITES];
 }
 
 function debugSuites(): string[] {
