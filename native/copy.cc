@@ -203,6 +203,9 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
+  // For tests of resuming: acts as cancel() once this many chunks are done in this run (0: never).
+  void InterruptAfter(uint64_t chunks) { interrupt_after_ = chunks; }
+
   void Execute(const ExecutionProgress& progress) override {
     done_.assign(chunks_.size(), 0);
     crcs_.assign(chunks_.size(), 0);
@@ -465,6 +468,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     crcs_[index] = crc;
     copied_ += chunks_[index].len;
     pending_.push_back(index);
+    if (interrupt_after_ > 0 && ++done_now_ >= interrupt_after_) cancel_->cancelled.store(true);
   }
 
   // Makes the finished chunks durable and appends their records. `force`: whatever the batch size.
@@ -755,6 +759,8 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
   std::vector<uint32_t> crcs_;
   std::vector<size_t> pending_;
   uint64_t copied_ = 0;
+  uint64_t done_now_ = 0;
+  uint64_t interrupt_after_ = 0;
   std::atomic<bool> failed_{false};
   std::chrono::steady_clock::time_point last_progress_{}, last_journal_ = std::chrono::steady_clock::now();
   const ExecutionProgress* progress_ = nullptr;
@@ -816,7 +822,8 @@ bool ReadBool(Napi::Env env, Napi::Value v, const char* what, bool def, bool* ou
 }
 
 // copyRanges({ source, dest?, ranges: Float64Array [src, len, dst]..., chunkBytes?, queueDepth?,
-//              engine?: 'auto'|'io_uring'|'threads', journal?, checksums?, direct?, onProgress? })
+//              engine?: 'auto'|'io_uring'|'threads', journal?, checksums?, direct?, onProgress?,
+//              interruptAfterChunks? })
 //   -> { promise, cancel() }. Every option is read first (getters may run JS), then checked.
 Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -833,6 +840,7 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Value checksums_v = GetProp(opts, "checksums");
   Napi::Value direct_v = GetProp(opts, "direct");
   Napi::Value progress_v = GetProp(opts, "onProgress");
+  Napi::Value interrupt_v = GetProp(opts, "interruptAfterChunks");
   if (env.IsExceptionPending()) return env.Undefined();
 
   std::string source, dest, journal;
@@ -846,6 +854,8 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (chunk % kAlign != 0) return ThrowRange(env, "chunkBytes must be a multiple of 4096");
+  uint64_t interrupt_after = 0;
+  if (!ReadUint(env, interrupt_v, "interruptAfterChunks", 0, kMaxChunks, 0, &interrupt_after)) return env.Undefined();
   int engine = CopyWorker::kAuto;
   if (!engine_v.IsUndefined()) {
     if (!engine_v.IsString()) return ThrowType(env, "engine must be 'auto', 'io_uring' or 'threads'");
@@ -906,6 +916,7 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Function on_progress = progress_v.IsFunction() ? progress_v.As<Napi::Function>() : Napi::Function();
   auto* worker = new CopyWorker(env, std::move(source), std::move(dest), std::move(journal), std::move(chunks), digest, chunk,
                                 static_cast<uint32_t>(depth), engine, checksums, direct, cancel, on_progress);
+  worker->InterruptAfter(interrupt_after);
   Napi::Object handle = Napi::Object::New(env);
   handle.Set("promise", worker->Promise());
   handle.Set("cancel", Napi::Function::New(
