@@ -42,6 +42,7 @@ import {
   rangesIn,
   removeSnapshot,
   restore,
+  instantRestore,
   snapshotReport,
   SnapshotError,
   type ChangedBlocks,
@@ -353,13 +354,33 @@ const eraCommands = (y: Argv, schedule: Schedule): Argv => {
         b
           .positional('images', { type: 'string', array: true, describe: 'backup images, then the destination' })
           .option('verify', { type: 'boolean', default: true, describe: 'verify every checksum before writing (--no-verify: only while applying)' })
+          .option('instant', { type: 'boolean', default: false, describe: 'usable at once: a dmkit-clone device NAME over the full image (source) and DEST, the incrementals written through it, hydration in the background' })
+          .option('name', { type: 'string', requiresArg: true, describe: 'with --instant: the clone device to create' })
+          .option('metadata', { type: 'string', requiresArg: true, describe: 'with --instant: the clone metadata device (its superblock is zeroed)' })
+          .option('region-size', { type: 'string', default: '128', requiresArg: true, describe: 'with --instant: clone region size in sectors' })
+          .option('follow', { type: 'boolean', default: true, describe: 'with --instant: follow hydration and swap to linear (--no-follow: return once usable)' })
           .option('json', jsonOpt),
       (argv) => {
-        const a = argv as unknown as { images: string[]; verify: boolean; json: boolean };
+        const a = argv as unknown as { images: string[]; verify: boolean; instant: boolean; name?: string; metadata?: string; regionSize: string; follow: boolean; json: boolean };
         schedule('era restore', async (ctx) => {
           if (a.images.length < 2) throw usageError('usage: dmkit era restore IMAGE... DEST');
           const files = a.images.slice(0, -1);
           const dest = a.images[a.images.length - 1]!;
+          if (a.instant) {
+            if (a.name === undefined || a.metadata === undefined) throw usageError('--instant needs --name NAME and --metadata DEV');
+            const dm = await ctx.dm();
+            const r = await withProgress(ctx, a.json, 'verify', (signal, onProgress) =>
+              instantRestore(dm, files, dest, { name: a.name!, metadata: a.metadata!, regionSize: parseSectors(a.regionSize, '--region-size'), verify: a.verify, follow: a.follow, signal, onProgress }).catch((e: unknown) => {
+                throw backupCliError(e);
+              }),
+            );
+            const last = r.images[r.images.length - 1]!;
+            if (!a.json) ctx.print(`${r.device}: usable now (${last.identity} up to era ${last.untilEra}); hydrating ${dest} from ${r.loop} in the background`);
+            if (r.hydration) await r.hydration.done;
+            if (a.json) ctx.printJson(toJson({ device: r.device, loop: r.loop, destination: dest, images: files, verifiedBytes: r.verifiedBytes, incrementalBytes: r.incrementalBytes, identity: last.identity, untilEra: last.untilEra, hydrated: a.follow }));
+            else if (a.follow) ctx.print(`${r.device}: hydrated; now a linear mapping of ${dest}`);
+            return;
+          }
           const r = await withProgress(ctx, a.json, 'restore', (signal, onProgress) =>
             restore(files, dest, { verify: a.verify, signal, onProgress }).catch((e: unknown) => {
               throw backupCliError(e);

@@ -37,12 +37,15 @@
  * `backup` call again continues from the journal instead of taking a new snapshot. Blocks written after
  * the first attempt's snapshot are in eras >= its until era, so the next incremental still catches them.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DevId } from '../dm';
 import { bytes, sectors, SECTOR_SIZE, targetBlocks, type Bytes, type Sectors, type TargetBlocks } from '../units';
 import { copyRanges, crc32cOf, type CopyEngine, type CopyResult } from './copy';
 import { changedSince, rangesIn, type EraDm } from './era-backup';
+import { hydrateAndSwap, zeroSuperblock, type CloneType, type HydrateDm, type HydrateRun } from './clone-hydrate';
+import { clone } from '../targets';
 import { checkEra } from '../pdata/era-changed';
 
 export const BACKUP_MAGIC = 'DMKERABK';
@@ -457,17 +460,59 @@ export function checkChain(files: readonly string[], headers: readonly BackupHea
   }
 }
 
+/** Reads every piece of every image and compares its checksum; throws ERR_BACKUP_CHECKSUM on the first bad one. */
+async function verifyImages(files: readonly string[], headers: readonly BackupHeader[], common: CopyCommon, done: (n: bigint) => void): Promise<bigint> {
+  let verified = 0n;
+  for (let k = 0; k < files.length; k++) {
+    const h = headers[k]!;
+    const r = await copyRanges(files[k]!, null, h.pieces.map((p) => ({ source: p.imageOffset, length: p.length, dest: bytes(0n) })), common);
+    compareSums(files[k]!, h, r.checksums, 'before anything was written');
+    verified += h.dataBytes;
+    done(h.dataBytes);
+  }
+  return verified;
+}
+
+function compareSums(file: string, h: BackupHeader, sums: Uint32Array | undefined, when: string): void {
+  h.pieces.forEach((p, i) => {
+    if (sums?.[i] !== p.checksum) {
+      throw bad(`${file}: piece ${i} (device bytes ${p.deviceOffset}..${p.deviceOffset + p.length}) fails its checksum ${when} (corrupt backup)`, 'ERR_BACKUP_CHECKSUM');
+    }
+  });
+}
+
+type CopyCommon = BackupProgressOptions & { chunkBytes: Bytes; checksums: true };
+
+/** Checks the arguments, every header and the chain; the headers. */
+function openChain(files: readonly string[], dest: string): BackupHeader[] {
+  if (!Array.isArray(files) || files.some((f) => typeof f !== 'string' || f === '')) throw bad('restore needs backup image paths');
+  if (typeof dest !== 'string' || dest === '') throw bad('restore needs a destination device');
+  if (files.some((f) => path.resolve(f) === path.resolve(dest))) throw bad('the destination is one of the backup images');
+  const headers = files.map((f) => readBackupHeader(f));
+  checkChain(files, headers);
+  return headers;
+}
+
+/** Applies images in order onto `dest`, comparing the checksums again on the way. */
+async function applyImages(files: readonly string[], headers: readonly BackupHeader[], dest: string, common: CopyCommon, done: (n: bigint) => void): Promise<bigint> {
+  let written = 0n;
+  for (let k = 0; k < files.length; k++) {
+    const h = headers[k]!;
+    const r = await copyRanges(files[k]!, dest, h.pieces.map((p) => ({ source: p.imageOffset, length: p.length, dest: p.deviceOffset })), common);
+    compareSums(files[k]!, h, r.checksums, `while it was applied (the image changed after verification; ${dest} is partly restored)`);
+    written += h.dataBytes;
+    done(h.dataBytes);
+  }
+  return written;
+}
+
 /**
  * Restores a chain of backup images to `dest` (a block device, or a regular file). All headers and the
  * chain are checked, then (verify, the default) every piece of every image is read and its checksum
  * compared, before the first byte is written; then the images are applied in order.
  */
 export async function restore(files: readonly string[], dest: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
-  if (!Array.isArray(files) || files.some((f) => typeof f !== 'string' || f === '')) throw bad('restore needs backup image paths');
-  if (typeof dest !== 'string' || dest === '') throw bad('restore needs a destination device');
-  if (files.some((f) => path.resolve(f) === path.resolve(dest))) throw bad('the destination is one of the backup images');
-  const headers = files.map((f) => readBackupHeader(f));
-  checkChain(files, headers);
+  const headers = openChain(files, dest);
   const length = headers[0]!.length;
   if (isBlockDevice(dest)) {
     const size = blockDeviceBytes(dest);
@@ -477,25 +522,11 @@ export async function restore(files: readonly string[], dest: string, opts: Rest
   }
   const total = headers.reduce((n, h) => n + h.dataBytes, 0n) * (opts.verify === false ? 1n : 2n);
   let before = 0n;
-  const progress = (done: Bytes): void => opts.onProgress?.(bytes(before + done), bytes(total));
-  const common = { chunkBytes: bytes(PIECE_BYTES), checksums: true, ...copyOptions(opts), onProgress: progress };
-  const compare = (file: string, h: BackupHeader, sums: Uint32Array | undefined, when: string): void => {
-    h.pieces.forEach((p, i) => {
-      if (sums?.[i] !== p.checksum) {
-        throw bad(`${file}: piece ${i} (device bytes ${p.deviceOffset}..${p.deviceOffset + p.length}) fails its checksum ${when} (corrupt backup)`, 'ERR_BACKUP_CHECKSUM');
-      }
-    });
+  const common: CopyCommon = { chunkBytes: bytes(PIECE_BYTES), checksums: true, ...copyOptions(opts), onProgress: (d: Bytes): void => opts.onProgress?.(bytes(before + d), bytes(total)) };
+  const advance = (n: bigint): void => {
+    before += n;
   };
-  let verified = 0n;
-  if (opts.verify !== false) {
-    for (let k = 0; k < files.length; k++) {
-      const h = headers[k]!;
-      const r = await copyRanges(files[k]!, null, h.pieces.map((p) => ({ source: p.imageOffset, length: p.length, dest: bytes(0n) })), common);
-      compare(files[k]!, h, r.checksums, 'before anything was written');
-      before += h.dataBytes;
-      verified += h.dataBytes;
-    }
-  }
+  const verified = opts.verify === false ? 0n : await verifyImages(files, headers, common, advance);
   if (!isBlockDevice(dest)) {
     // A regular file stands for a device of `length` bytes: blocks no image holds read as zeros.
     const fd = fs.openSync(dest, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_NONBLOCK);
@@ -506,13 +537,97 @@ export async function restore(files: readonly string[], dest: string, opts: Rest
       fs.closeSync(fd);
     }
   }
-  let written = 0n;
-  for (let k = 0; k < files.length; k++) {
-    const h = headers[k]!;
-    const r = await copyRanges(files[k]!, dest, h.pieces.map((p) => ({ source: p.imageOffset, length: p.length, dest: p.deviceOffset })), common);
-    compare(files[k]!, h, r.checksums, `while it was applied (the image changed after verification; ${dest} is partly restored)`);
-    before += h.dataBytes;
-    written += h.dataBytes;
-  }
+  const written = await applyImages(files, headers, dest, common, advance);
   return { images: headers, bytes: bytes(written), verifiedBytes: bytes(verified) };
+}
+
+export interface InstantRestoreOptions extends RestoreOptions {
+  /** The dm device to create: a clone of the full image onto `dest`, usable at once. */
+  readonly name: string;
+  /** The clone's metadata device (its superblock is zeroed). */
+  readonly metadata: string;
+  /** Clone region size (default 128 sectors). */
+  readonly regionSize?: Sectors;
+  readonly type?: CloneType;
+  /** Swap to a linear mapping of `dest` once hydrated (default true). */
+  readonly swap?: boolean;
+  /**
+   * Follow hydration (default true). false: return once usable; the kernel keeps hydrating, and
+   * `dmkit clone hydrate NAME --attach` follows and swaps later (the loop device then stays attached).
+   */
+  readonly follow?: boolean;
+}
+
+export interface InstantRestore {
+  /** The usable device (/dev/mapper/<name>), already holding every incremental. */
+  readonly device: string;
+  /** The read-only loop device over the full image's data (the clone's source). */
+  readonly loop: string;
+  readonly images: readonly BackupHeader[];
+  readonly verifiedBytes: Bytes;
+  /** Incremental bytes written through the clone before it was handed over. */
+  readonly incrementalBytes: Bytes;
+  /** Background hydration (null without `follow`); the loop device is detached after the swap. */
+  readonly hydration: HydrateRun | null;
+}
+
+function losetup(...args: string[]): string {
+  const r = spawnSync('losetup', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw bad(`losetup ${args.join(' ')}: ${r.stderr.trim() || `exit ${r.status}`}`, 'ERR_BACKUP_DEST');
+  return r.stdout.trim();
+}
+
+/**
+ * Instant restore: after the chain is checked and verified, a read-only loop device maps the full
+ * image's data (contiguous in a full image) and a clone target (dmkit-clone by default) is created with
+ * it as the source and `dest` as the destination, so the device is usable at once; the incrementals are
+ * then written through the clone (clone writes land on the destination and mark their regions
+ * hydrated), and hydration copies the rest in the background.
+ */
+export async function instantRestore(dm: HydrateDm, files: readonly string[], dest: string, opts: InstantRestoreOptions): Promise<InstantRestore> {
+  if (typeof opts?.name !== 'string' || opts.name === '' || typeof opts.metadata !== 'string' || opts.metadata === '') throw bad('instant restore needs a device name and a clone metadata device');
+  const headers = openChain(files, dest);
+  const full = headers[0]!;
+  if (!isBlockDevice(dest) || !isBlockDevice(opts.metadata)) throw bad('instant restore needs block devices for the destination and the clone metadata', 'ERR_BACKUP_DEST');
+  if (blockDeviceBytes(dest) < full.length) throw bad(`${dest} holds ${blockDeviceBytes(dest)} bytes; the backup is of a ${full.length}-byte device`, 'ERR_BACKUP_DEST');
+  if (full.length % SECTOR_SIZE !== 0n || full.dataBytes !== full.length) throw bad(`${files[0]} does not hold the whole device contiguously`, 'ERR_BACKUP_CORRUPT');
+  let before = 0n;
+  const total = headers.reduce((n, h) => n + h.dataBytes, 0n) + headers.slice(1).reduce((n, h) => n + h.dataBytes, 0n);
+  const common: CopyCommon = { chunkBytes: bytes(PIECE_BYTES), checksums: true, ...copyOptions(opts), onProgress: (d: Bytes): void => opts.onProgress?.(bytes(before + d), bytes(total)) };
+  const advance = (n: bigint): void => {
+    before += n;
+  };
+  const verified = opts.verify === false ? 0n : await verifyImages(files, headers, common, advance);
+  const loop = losetup('--find', '--show', '--read-only', '--offset', String(full.dataOffset), '--sizelimit', String(full.length), files[0]!);
+  const length = sectors(full.length / SECTOR_SIZE);
+  let created = false;
+  try {
+    const line = clone.line(
+      { metadataDevice: opts.metadata, destinationDevice: dest, sourceDevice: loop, regionSize: opts.regionSize ?? sectors(128), hydrationThreshold: null, hydrationBatchSize: null },
+      { start: sectors(0), length, type: opts.type ?? 'dmkit-clone' },
+    );
+    await zeroSuperblock(opts.metadata);
+    await dm.create(opts.name, { targets: [line] });
+    created = true;
+    const device = `/dev/mapper/${opts.name}`;
+    const written = await applyImages(files.slice(1), headers.slice(1), device, common, advance);
+    if (opts.follow === false) return { device, loop, images: headers, verifiedBytes: bytes(verified), incrementalBytes: bytes(written), hydration: null };
+    const hydration = hydrateAndSwap(dm, { name: opts.name, source: loop, destination: dest, metadata: opts.metadata, regionSize: opts.regionSize ?? sectors(128), type: opts.type ?? 'dmkit-clone', create: false, swap: opts.swap ?? true, ...(opts.signal ? { signal: opts.signal } : {}) });
+    const detach = (): void => {
+      if (opts.swap !== false) spawnSync('losetup', ['--detach', loop]);
+    };
+    const done = hydration.done.then(
+      (r) => {
+        detach();
+        return r;
+      },
+      (e: unknown) => {
+        throw e;
+      },
+    );
+    return { device, loop, images: headers, verifiedBytes: bytes(verified), incrementalBytes: bytes(written), hydration: { progress: hydration.progress, done } };
+  } catch (e) {
+    if (!created) spawnSync('losetup', ['--detach', loop]);
+    throw e;
+  }
 }
