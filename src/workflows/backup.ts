@@ -32,6 +32,10 @@
  * the copy engine, which computes its CRC-32C on the way through. A checksum per 1 MiB piece (rather
  * than per range) names the damaged spot and lets verification stream.
  *
+ * Between the snapshot and the copy the era device is suspended and resumed: era commits a block's
+ * writeset mark before it issues the write, so a write marked in an older era may still be in flight
+ * when the snapshot is taken; the suspend waits for it, and the copy then reads its data.
+ *
  * An interrupted backup (cancelled, or the process killed) leaves `<to>.partial` (its header marked
  * incomplete; the piece table holds the plan) and the copy engine's journal `<to>.journal`; the same
  * `backup` call again continues from the journal instead of taking a new snapshot. Blocks written after
@@ -40,7 +44,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DevId } from '../dm';
+import type { DevId, DeviceMapper } from '../dm';
 import { bytes, sectors, SECTOR_SIZE, targetBlocks, type Bytes, type Sectors, type TargetBlocks } from '../units';
 import { copyRanges, crc32cOf, type CopyEngine, type CopyResult } from './copy';
 import { changedSince, rangesIn, type EraDm } from './era-backup';
@@ -413,7 +417,9 @@ export interface EraBackupOptions extends BackupProgressOptions {
 }
 
 /** `dmkit era backup`: a full or incremental backup of the live era device `id` (see the file comment). */
-export async function backup(dm: EraDm, id: DevId, opts: EraBackupOptions): Promise<BackupResult> {
+export type BackupDm = EraDm & Pick<DeviceMapper, 'suspend' | 'resume'>;
+
+export async function backup(dm: BackupDm, id: DevId, opts: EraBackupOptions): Promise<BackupResult> {
   if (typeof opts !== 'object' || opts === null) throw bad('backup options must be an object {since?, to}');
   const since = opts.since === undefined ? undefined : checkEra(opts.since, '--since');
   const info = await dm.info(id);
@@ -425,6 +431,11 @@ export async function backup(dm: EraDm, id: DevId, opts: EraBackupOptions): Prom
     async () => {
       // The snapshot rolls the era over: everything written from here on is in eras >= currentEra.
       const changed = await changedSince(dm, id, since ?? 0);
+      // A write era marked in an older writeset may still be in flight when the snapshot is taken (era
+      // commits the mark, then issues the write): a suspend waits for every in-flight bio, so the copy
+      // below reads its data. Writes issued after the snapshot are in eras >= currentEra.
+      await dm.suspend(id);
+      await dm.resume(id);
       const length = bytes(changed.length * SECTOR_SIZE);
       const ranges = full ? (length > 0n ? [{ start: bytes(0n), end: length }] : []) : rangesIn(changed, 'bytes', changed.length);
       return { identity, full, sinceEra: since ?? 0, untilEra: changed.currentEra, blockSize: changed.blockSize, nrBlocks: changed.nrBlocks, length, ranges };
