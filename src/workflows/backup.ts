@@ -429,7 +429,8 @@ export async function backup(dm: BackupDm, id: DevId, opts: EraBackupOptions): P
   return writeBackup(
     source,
     async () => {
-      // The snapshot rolls the era over: everything written from here on is in eras >= currentEra.
+      // The snapshot rolls the era over: everything written from here on is in eras >= liveEra (the
+      // status's era while the snapshot was held; the snapshot's own superblock may name the era before).
       const changed = await changedSince(dm, id, since ?? 0);
       // A write era marked in an older writeset may still be in flight when the snapshot is taken (era
       // commits the mark, then issues the write): a suspend waits for every in-flight bio, so the copy
@@ -438,7 +439,7 @@ export async function backup(dm: BackupDm, id: DevId, opts: EraBackupOptions): P
       await dm.resume(id);
       const length = bytes(changed.length * SECTOR_SIZE);
       const ranges = full ? (length > 0n ? [{ start: bytes(0n), end: length }] : []) : rangesIn(changed, 'bytes', changed.length);
-      return { identity, full, sinceEra: since ?? 0, untilEra: changed.currentEra, blockSize: changed.blockSize, nrBlocks: changed.nrBlocks, length, ranges };
+      return { identity, full, sinceEra: since ?? 0, untilEra: changed.liveEra, blockSize: changed.blockSize, nrBlocks: changed.nrBlocks, length, ranges };
     },
     opts.to,
     { identity, sinceEra: since ?? 0, full },
