@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { DeviceMapper } from '../dm';
 import { Scope, sh } from '../testing';
+import { createDevice, dmsetup } from '../testing/dmsetup';
 import { prng } from '../testing/random';
 import { bytes } from '../units';
 import { changedSince, copyRanges, loadCopyBinding, rangesIn, type CopyEngine, type CopyRange } from '../workflows';
@@ -82,10 +83,8 @@ export async function runP7(o: P7Options): Promise<Record<string, unknown>> {
     for (const d of [origin, dest]) sh('dd', 'if=/dev/zero', `of=${d}`, 'bs=1M', `count=${o.mib}`, 'oflag=direct', 'status=none');
     sh('dd', 'if=/dev/zero', `of=${meta}`, 'bs=1M', `count=${Math.min(o.mib, 64)}`, 'oflag=direct', 'status=none');
     const lengthSectors = o.mib * 2048;
-    sh('dmsetup', 'create', NAME, '--table', `0 ${lengthSectors} ${type} ${meta} ${origin} ${BLOCK_SECTORS}`);
-    scope.defer('remove the era device', () => sh('dmsetup', 'remove', '--retry', NAME));
-    const dev = `/dev/mapper/${NAME}`;
-    sh('dmsetup', 'message', NAME, '0', 'checkpoint');
+    const dev = createDevice(scope, NAME, `0 ${lengthSectors} ${type} ${meta} ${origin} ${BLOCK_SECTORS}`).path;
+    dmsetup('message', NAME, '0', 'checkpoint');
 
     // Scattered runs of changed blocks, through the era device so that it tracks them.
     const nrBlocks = lengthSectors / BLOCK_SECTORS;

@@ -19,6 +19,7 @@ import {
   checkData, createEra, deviceHash, ERA_TYPES, EraModel, eraRigs, eraStatus, message, randomBlocks, rng, scratchFile, skipUnlessScaled, writeBlocks,
 } from '../../src/testing/era-fixtures';
 import { sh } from '../../src/testing/devices';
+import { dmsetup } from '../../src/testing/dmsetup';
 import { sectors } from '../../src/units';
 import { backup, BackupError, instantRestore, readBackupHeader, restore } from '../../src/workflows';
 
@@ -56,7 +57,7 @@ for (const type of ERA_TYPES) {
       assert.equal(full.header.dataBytes, BigInt(sectorsAll * 512));
       const states = [deviceHash(dev.path, sectorsAll)];
       let since = full.header.untilEra;
-      assert.equal(since, eraStatus(dev.name).era, 'the snapshot rolled the era over: writes from now on are in the until era');
+      assert.ok(since >= 2 && since <= eraStatus(dev.name).era, `until era ${since}: writes from now on are in it or later (now ${eraStatus(dev.name).era})`);
 
       // Incremental 1, interrupted after two pieces and resumed from its journal.
       writeBlocks(dev.path, model, randomBlocks(rand, model.nrBlocks, 150), eraStatus(dev.name).era, 2);
@@ -133,14 +134,14 @@ for (const type of ERA_TYPES) {
       sh('modprobe', 'dmkit-clone');
       const name = `erbk-inst-${type}`;
       scope.defer(`remove ${name}`, () => {
-        if (fs.existsSync(`/dev/mapper/${name}`)) sh('dmsetup', 'remove', '--retry', name);
+        if (fs.existsSync(`/dev/mapper/${name}`)) dmsetup('remove', '--retry', name);
       });
       const inst = await instantRestore(dm, images, instant!.origin, { name, metadata: instant!.meta, regionSize: sectors(64) });
       assert.equal(deviceHash(inst.device, sectorsAll), final, 'the instant device reads the final state before hydration finishes');
       await inst.hydration!.done;
       assert.equal(deviceHash(instant!.origin, sectorsAll), final, 'the destination holds it all once hydrated');
-      assert.match(sh('dmsetup', 'table', name), / linear /);
-      sh('dmsetup', 'remove', name);
+      assert.match(dmsetup('table', name), / linear /);
+      await dm.remove({ name });
 
       message(dev.name, 'checkpoint');
       dev.remove();
