@@ -610,6 +610,7 @@ export async function instantRestore(dm: HydrateDm, files: readonly string[], de
     before += n;
   };
   const verified = opts.verify === false ? 0n : await verifyImages(files, headers, common, advance);
+  if (!fs.existsSync('/dev/loop-control')) spawnSync('modprobe', ['loop']);
   const loop = losetup('--find', '--show', '--read-only', '--offset', String(full.dataOffset), '--sizelimit', String(full.length), files[0]!);
   const length = sectors(full.length / SECTOR_SIZE);
   let created = false;
