@@ -37,7 +37,8 @@ const NAME = 'p7-era';
 const BLOCK_SECTORS = 128; // 64 KiB era blocks
 const BLOCK = BLOCK_SECTORS * 512;
 
-function fioRead(dev: string, size: bigint): number {
+function fioRead(dev: string, bytesToRead: bigint): number {
+  const size = (bytesToRead >> 20n) << 20n; // whole 1 MiB requests (fio rounds a partial one up)
   const out = execFileSync(
     'fio',
     ['--name=p7', `--filename=${dev}`, '--rw=read', '--bs=1M', `--size=${size}`, '--ioengine=libaio', '--iodepth=16', '--direct=1', '--output-format=json'],
