@@ -205,6 +205,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
 
   // For tests of resuming: acts as cancel() once this many chunks are done in this run (0: never).
   void InterruptAfter(uint64_t chunks) { interrupt_after_ = chunks; }
+  void UringAsync(bool on) { uring_async_ = on; }
 
   void Execute(const ExecutionProgress& progress) override {
     done_.assign(chunks_.size(), 0);
@@ -630,6 +631,9 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     } else {
       io_uring_prep_read(sqe, s->fd, s->buf + s->at, static_cast<unsigned>(c.len - s->at), c.src + s->at);
     }
+    // Punted to io-wq workers, requests run in parallel even on devices whose submission path does the
+    // IO inline (brd copies in submit_bio; dm targets may block): inline, one thread would do it all.
+    if (uring_async_) io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     io_uring_sqe_set_data64(sqe, slot_index);
   }
 
@@ -761,6 +765,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
   uint64_t copied_ = 0;
   uint64_t done_now_ = 0;
   uint64_t interrupt_after_ = 0;
+  bool uring_async_ = true;
   std::atomic<bool> failed_{false};
   std::chrono::steady_clock::time_point last_progress_{}, last_journal_ = std::chrono::steady_clock::now();
   const ExecutionProgress* progress_ = nullptr;
@@ -823,7 +828,7 @@ bool ReadBool(Napi::Env env, Napi::Value v, const char* what, bool def, bool* ou
 
 // copyRanges({ source, dest?, ranges: Float64Array [src, len, dst]..., chunkBytes?, queueDepth?,
 //              engine?: 'auto'|'io_uring'|'threads', journal?, checksums?, direct?, onProgress?,
-//              interruptAfterChunks? })
+//              interruptAfterChunks?, uringAsync? (default true: IOSQE_ASYNC, requests run on io-wq workers) })
 //   -> { promise, cancel() }. Every option is read first (getters may run JS), then checked.
 Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -841,6 +846,7 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Value direct_v = GetProp(opts, "direct");
   Napi::Value progress_v = GetProp(opts, "onProgress");
   Napi::Value interrupt_v = GetProp(opts, "interruptAfterChunks");
+  Napi::Value uring_async_v = GetProp(opts, "uringAsync");
   if (env.IsExceptionPending()) return env.Undefined();
 
   std::string source, dest, journal;
@@ -868,8 +874,9 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
       return ThrowRange(env, "engine must be 'auto', 'io_uring' or 'threads'");
     }
   }
-  bool checksums = false, direct = true;
-  if (!ReadBool(env, checksums_v, "checksums", false, &checksums) || !ReadBool(env, direct_v, "direct", true, &direct)) {
+  bool checksums = false, direct = true, uring_async = true;
+  if (!ReadBool(env, checksums_v, "checksums", false, &checksums) || !ReadBool(env, direct_v, "direct", true, &direct) ||
+      !ReadBool(env, uring_async_v, "uringAsync", true, &uring_async)) {
     return env.Undefined();
   }
   if (!progress_v.IsUndefined() && !progress_v.IsNull() && !progress_v.IsFunction()) {
@@ -917,6 +924,7 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   auto* worker = new CopyWorker(env, std::move(source), std::move(dest), std::move(journal), std::move(chunks), digest, chunk,
                                 static_cast<uint32_t>(depth), engine, checksums, direct, cancel, on_progress);
   worker->InterruptAfter(interrupt_after);
+  worker->UringAsync(uring_async);
   Napi::Object handle = Napi::Object::New(env);
   handle.Set("promise", worker->Promise());
   handle.Set("cancel", Napi::Function::New(

@@ -33,6 +33,12 @@ export interface CopyOptions {
   readonly signal?: AbortSignal;
   /** At most ten times a second, and once at the end: bytes done (resumed chunks included) of the total. */
   readonly onProgress?: (done: Bytes, total: Bytes) => void;
+  /**
+   * io_uring only: punt every request to the kernel's io-wq workers (IOSQE_ASYNC, default true), so
+   * requests run in parallel on devices that do the IO while it is submitted (brd, some dm targets);
+   * false submits inline from the engine's one thread.
+   */
+  readonly uringAsync?: boolean;
   /** For tests of resuming: stop as a cancel would once this many chunks are done in this run. */
   readonly interruptAfterChunks?: number;
 }
@@ -75,6 +81,7 @@ export interface CopyBinding {
     direct?: boolean;
     onProgress?: (done: number, total: number) => void;
     interruptAfterChunks?: number;
+    uringAsync?: boolean;
   }): { promise: Promise<NativeCopyResult>; cancel(): void };
   crc32c(data: Uint8Array): number;
   copyEngine(): 'io_uring' | 'threads';
@@ -139,6 +146,7 @@ export async function copyRanges(source: string, dest: string | null, ranges: re
     ...(opts.journal !== undefined ? { journal: opts.journal } : {}),
     ...(opts.checksums !== undefined ? { checksums: opts.checksums } : {}),
     ...(opts.direct !== undefined ? { direct: opts.direct } : {}),
+    ...(opts.uringAsync !== undefined ? { uringAsync: opts.uringAsync } : {}),
     ...(opts.interruptAfterChunks !== undefined ? { interruptAfterChunks: opts.interruptAfterChunks } : {}),
     ...(progress ? { onProgress: (d: number, t: number) => progress(bytes(d), bytes(t)) } : {}),
   });
