@@ -335,6 +335,8 @@ function copyOptions(rng: Rng): Gen {
   if (rng() < 0.2) fields.journal = mostly(rng, 0.7, () => pick(rng, [g('journal file', (c) => `${c.dir}/journal`), g('journal FIFO', (c) => c.fifo), g('journal dir', (c) => c.dir)]));
   if (rng() < 0.3) fields.checksums = mostly(rng, 0.7, () => constant('true', true));
   if (rng() < 0.3) fields.direct = mostly(rng, 0.7, () => constant('false', false));
+  if (rng() < 0.2) fields.uringAsync = mostly(rng, 0.7, () => constant('false', false));
+  if (rng() < 0.1) fields.interruptAfterChunks = mostly(rng, 0.7, () => constant('interrupt', pick(rng, [0, 1, 3])));
   if (rng() < 0.3) fields.onProgress = mostly(rng, 0.7, () => pick(rng, [g('noop', () => () => undefined), g('throws', () => throwHostile)]));
   const names = Object.keys(fields);
   const trick = rng() < 0.2 ? int(rng, 0, 1) : -1; // 0: a getter detaches ranges, 1: throws
