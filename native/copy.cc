@@ -765,7 +765,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
   uint64_t copied_ = 0;
   uint64_t done_now_ = 0;
   uint64_t interrupt_after_ = 0;
-  bool uring_async_ = true;
+  bool uring_async_ = false;
   std::atomic<bool> failed_{false};
   std::chrono::steady_clock::time_point last_progress_{}, last_journal_ = std::chrono::steady_clock::now();
   const ExecutionProgress* progress_ = nullptr;
@@ -828,7 +828,7 @@ bool ReadBool(Napi::Env env, Napi::Value v, const char* what, bool def, bool* ou
 
 // copyRanges({ source, dest?, ranges: Float64Array [src, len, dst]..., chunkBytes?, queueDepth?,
 //              engine?: 'auto'|'io_uring'|'threads', journal?, checksums?, direct?, onProgress?,
-//              interruptAfterChunks?, uringAsync? (default true: IOSQE_ASYNC, requests run on io-wq workers) })
+//              interruptAfterChunks?, uringAsync? (IOSQE_ASYNC: requests run on io-wq workers; default false) })
 //   -> { promise, cancel() }. Every option is read first (getters may run JS), then checked.
 Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -874,9 +874,9 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
       return ThrowRange(env, "engine must be 'auto', 'io_uring' or 'threads'");
     }
   }
-  bool checksums = false, direct = true, uring_async = true;
+  bool checksums = false, direct = true, uring_async = false;
   if (!ReadBool(env, checksums_v, "checksums", false, &checksums) || !ReadBool(env, direct_v, "direct", true, &direct) ||
-      !ReadBool(env, uring_async_v, "uringAsync", true, &uring_async)) {
+      !ReadBool(env, uring_async_v, "uringAsync", false, &uring_async)) {
     return env.Undefined();
   }
   if (!progress_v.IsUndefined() && !progress_v.IsNull() && !progress_v.IsFunction()) {

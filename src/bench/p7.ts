@@ -8,10 +8,9 @@
  * set), then changedSince lists them through a metadata snapshot. Contenders, in alternating order
  * round by round:
  *  - copy (io_uring, the engine's default): copyRanges of the changed ranges from the era device to the
- *    destination ramdisk at the same offsets (O_DIRECT, 1 MiB chunks, 16 in flight, requests punted to
- *    io-wq workers), wall clock including the final fsync;
- *  - copy (io_uring-inline): the same, requests submitted from the engine's thread (brd does the copy
- *    inside submit_bio, so this runs on one CPU);
+ *    destination ramdisk at the same offsets (O_DIRECT, 1 MiB chunks, 16 in flight), wall clock including
+ *    the final fsync. brd copies inside submit_bio, so all of it runs on the engine's one thread;
+ *  - copy (io_uring-async): the same with requests punted to io-wq workers (IOSQE_ASYNC);
  *  - copy (threads): the same with the thread-pool engine;
  *  - fio: a sequential O_DIRECT read of the same byte count from the era device (fio's own bandwidth).
  * copy_vs_seq_read = copy MB/s / sequential read MB/s (medians over rounds). Every copy is checked: the
@@ -114,17 +113,17 @@ export async function runP7(o: P7Options): Promise<Record<string, unknown>> {
     if (changed.changed < BigInt(written.size)) throw new Error(`era lists ${changed.changed} changed blocks, ${written.size} were written`);
     const wantHash = hashRanges(dev, ranges);
 
-    // 'io_uring' punts requests to io-wq workers (the default), 'io_uring-inline' submits them from
-    // the engine's thread, 'threads' is the thread pool.
+    // 'io_uring' submits from the engine's thread (the default), 'io_uring-async' punts requests to
+    // io-wq workers (IOSQE_ASYNC), 'threads' is the thread pool.
     const copy = async (contender: string): Promise<number> => {
       const engine: CopyEngine = contender === 'threads' ? 'threads' : 'io_uring';
       const t0 = process.hrtime.bigint();
-      const r = await copyRanges(dev, dest, ranges, { engine, queueDepth: 16, chunkBytes: bytes(1n << 20n), uringAsync: contender !== 'io_uring-inline' });
+      const r = await copyRanges(dev, dest, ranges, { engine, queueDepth: 16, chunkBytes: bytes(1n << 20n), uringAsync: contender === 'io_uring-async' });
       const s = Number(process.hrtime.bigint() - t0) / 1e9;
       if (r.bytes !== total) throw new Error(`copied ${r.bytes} of ${total} bytes`);
       return Number(total) / 1e6 / s;
     };
-    const engines: string[] = loadCopyBinding().copyEngine() === 'io_uring' ? ['io_uring', 'io_uring-inline', 'threads'] : ['threads'];
+    const engines: string[] = loadCopyBinding().copyEngine() === 'io_uring' ? ['io_uring', 'io_uring-async', 'threads'] : ['threads'];
     // Warm-up (and the data check, once per engine).
     for (const e of engines) {
       sh('dd', 'if=/dev/zero', `of=${dest}`, 'bs=1M', `count=${o.mib}`, 'oflag=direct', 'status=none');
