@@ -1,6 +1,7 @@
 // dmkit native addon: entry point. Each area registers its functions here.
 #include <napi.h>
 
+#include "copy.h"
 #include "dm_ioctl.h"
 #include "replay.h"
 #include "sys.h"
@@ -16,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dmkit::RegisterDmIoctl(env, exports);
   dmkit::RegisterSys(env, exports);
   dmkit::RegisterReplay(env, exports);
+  dmkit::RegisterCopy(env, exports);
   return exports;
 }
 

@@ -9,6 +9,7 @@ import { runP2 } from './p2';
 import { runP3 } from './p3';
 import { runP5 } from './p5';
 import { runP6 } from './p6';
+import { runP7 } from './p7';
 
 type Bench = (args: Map<string, number>) => Promise<Record<string, unknown>>;
 
@@ -40,6 +41,7 @@ const BENCHES: Record<string, Bench> = {
       archived: a.get('archived') ?? 32,
       back: a.get('back') ?? 100,
     }),
+  P7: (a) => runP7({ rounds: a.get('rounds') ?? 5, mib: a.get('mib') ?? 256, percent: a.get('percent') ?? 20 }),
 };
 
 /** Benchmarks that read files only: they run on the host, never in the VM lab. */

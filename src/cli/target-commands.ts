@@ -29,6 +29,8 @@ import { CliError, ExitCode, usageError } from './errors';
 import { toJson, type Json } from './output';
 import { parseSectors } from './table-text';
 import {
+  backup,
+  BackupError,
   changedBlocksFromMetadata,
   changedSince,
   createSnapshot,
@@ -39,6 +41,8 @@ import {
   mergeSnapshot,
   rangesIn,
   removeSnapshot,
+  restore,
+  instantRestore,
   snapshotReport,
   SnapshotError,
   type ChangedBlocks,
@@ -314,8 +318,119 @@ const eraCommands = (y: Argv, schedule: Schedule): Argv => {
       });
     },
   );
+  y = y
+    .command(
+      'backup [name]',
+      'Back up an era device: all of it, or with --since N the blocks written in era N or later, into an image file (or onto a device); an interrupted backup continues when run again',
+      (b) =>
+        b
+          .positional('name', nameArg)
+          .option('uuid', uuidOpt)
+          .option('since', { type: 'string', requiresArg: true, describe: 'an incremental backup of the blocks written in this era or later (the previous backup\'s until era); omitted: a full backup' })
+          .option('to', { type: 'string', demandOption: true, requiresArg: true, describe: 'the backup image file, or a block device to write it to' })
+          .option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name?: string; uuid?: string; since?: string; to: string; json: boolean };
+        schedule('era backup', async (ctx) => {
+          if (a.since !== undefined && !/^\d+$/.test(a.since)) throw usageError(`--since must be a whole era number, got ${JSON.stringify(a.since)}`);
+          const since = a.since === undefined ? undefined : checkEra(Number(a.since), '--since');
+          const dm = await ctx.dm();
+          const r = await withProgress(ctx, a.json, 'backup', (signal, onProgress) =>
+            backup(dm, deviceId(a.name, a.uuid), { to: a.to, signal, onProgress, ...(since !== undefined ? { since } : {}) }).catch((e: unknown) => {
+              throw backupCliError(e);
+            }),
+          );
+          const h = r.header;
+          const summary = { file: r.file, full: h.full, sinceEra: h.sinceEra, untilEra: h.untilEra, identity: h.identity, pieces: h.pieces.length, bytes: h.dataBytes, blockSize: h.blockSize, nrBlocks: h.nrBlocks, length: h.length, engine: r.copy.engine, resumed: r.resumed, resumedChunks: r.copy.resumedChunks };
+          if (a.json) ctx.printJson(toJson(summary));
+          else ctx.print(`${r.file}: ${h.full ? 'full' : `incremental since era ${h.sinceEra}`} backup of ${h.identity}, ${h.dataBytes} bytes in ${h.pieces.length} pieces${r.resumed ? ' (resumed)' : ''}; next incremental: --since ${h.untilEra}`);
+        });
+      },
+    )
+    .command(
+      'restore <images..>',
+      'Restore a chain of backup images (a full one, then incrementals in order) onto the last argument, a device (or file); every checksum is verified before anything is written',
+      (b) =>
+        b
+          .positional('images', { type: 'string', array: true, describe: 'backup images, then the destination' })
+          .option('verify', { type: 'boolean', default: true, describe: 'verify every checksum before writing (--no-verify: only while applying)' })
+          .option('instant', { type: 'boolean', default: false, describe: 'usable at once: a dmkit-clone device NAME over the full image (source) and DEST, the incrementals written through it, hydration in the background' })
+          .option('name', { type: 'string', requiresArg: true, describe: 'with --instant: the clone device to create' })
+          .option('metadata', { type: 'string', requiresArg: true, describe: 'with --instant: the clone metadata device (its superblock is zeroed)' })
+          .option('region-size', { type: 'string', default: '128', requiresArg: true, describe: 'with --instant: clone region size in sectors' })
+          .option('follow', { type: 'boolean', default: true, describe: 'with --instant: follow hydration and swap to linear (--no-follow: return once usable)' })
+          .option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { images: string[]; verify: boolean; instant: boolean; name?: string; metadata?: string; regionSize: string; follow: boolean; json: boolean };
+        schedule('era restore', async (ctx) => {
+          if (a.images.length < 2) throw usageError('usage: dmkit era restore IMAGE... DEST');
+          const files = a.images.slice(0, -1);
+          const dest = a.images[a.images.length - 1]!;
+          if (a.instant) {
+            if (a.name === undefined || a.metadata === undefined) throw usageError('--instant needs --name NAME and --metadata DEV');
+            const dm = await ctx.dm();
+            const r = await withProgress(ctx, a.json, 'verify', (signal, onProgress) =>
+              instantRestore(dm, files, dest, { name: a.name!, metadata: a.metadata!, regionSize: parseSectors(a.regionSize, '--region-size'), verify: a.verify, follow: a.follow, signal, onProgress }).catch((e: unknown) => {
+                throw backupCliError(e);
+              }),
+            );
+            const last = r.images[r.images.length - 1]!;
+            if (!a.json) ctx.print(`${r.device}: usable now (${last.identity} up to era ${last.untilEra}); hydrating ${dest} from ${r.loop} in the background`);
+            if (r.hydration) await r.hydration.done;
+            if (a.json) ctx.printJson(toJson({ device: r.device, loop: r.loop, destination: dest, images: files, verifiedBytes: r.verifiedBytes, incrementalBytes: r.incrementalBytes, identity: last.identity, untilEra: last.untilEra, hydrated: a.follow }));
+            else if (a.follow) ctx.print(`${r.device}: hydrated; now a linear mapping of ${dest}`);
+            return;
+          }
+          const r = await withProgress(ctx, a.json, 'restore', (signal, onProgress) =>
+            restore(files, dest, { verify: a.verify, signal, onProgress }).catch((e: unknown) => {
+              throw backupCliError(e);
+            }),
+          );
+          const last = r.images[r.images.length - 1]!;
+          if (a.json) ctx.printJson(toJson({ destination: dest, images: files, bytes: r.bytes, verifiedBytes: r.verifiedBytes, identity: last.identity, untilEra: last.untilEra }));
+          else ctx.print(`${dest}: restored ${files.length} image(s) of ${last.identity} up to era ${last.untilEra} (${r.bytes} bytes written, ${r.verifiedBytes} verified first)`);
+        });
+      },
+    );
   return statusCommand(y, schedule, 'era', ['era']);
 };
+
+/** Backup errors as CLI errors: bad images and chains exit 1 with their code; the rest as they are. */
+function backupCliError(e: unknown): unknown {
+  if (e instanceof BackupError) return new CliError(e.message, e.code, e.code === 'ERR_BACKUP_ARGS' ? ExitCode.USAGE : ExitCode.FAILED);
+  if (e instanceof EraChangedError && e.code === 'ERR_ERA_NO_TARGET') return new CliError(e.message, 'ERR_NO_SUCH_TARGET', ExitCode.NOT_FOUND);
+  if (e instanceof EraChangedError && e.code === 'ERR_ERA_SNAPSHOT_HELD') return new CliError(e.message, e.code, ExitCode.BUSY);
+  return e;
+}
+
+/** Runs a copy with a progress bar on a TTY (a line a second otherwise; nothing with --json); SIGINT cancels it. */
+async function withProgress<T>(ctx: CommandContext, json: boolean, what: string, run: (signal: AbortSignal, onProgress: (done: bigint, total: bigint) => void) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort(new CliError(`${what} interrupted; run the same command again to continue`, 'ERR_INTERRUPTED', ExitCode.FAILED));
+  process.once('SIGINT', onSignal);
+  const tty = process.stderr.isTTY === true && !json;
+  let last = 0;
+  let shown = false;
+  const onProgress = (done: bigint, total: bigint): void => {
+    if (json) return;
+    const pct = total > 0n ? Number((done * 1000n) / total) / 10 : 100;
+    if (tty) {
+      const width = 30;
+      const filled = total > 0n ? Number((done * BigInt(width)) / total) : width;
+      ctx.runtime.stderr(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${what}: ${done}/${total} bytes (${pct.toFixed(1)}%)\x1b[K`);
+      shown = true;
+    } else if (Date.now() - last >= 1000) {
+      last = Date.now();
+      ctx.runtime.stderr(`${what}: ${done}/${total} bytes (${pct.toFixed(1)}%)\n`);
+    }
+  };
+  try {
+    return await run(abort.signal, onProgress);
+  } finally {
+    if (shown) ctx.runtime.stderr('\n');
+    process.removeListener('SIGINT', onSignal);
+  }
+}
 
 async function nameAndUuid(ctx: CommandContext, id: DevId): Promise<{ name: string; uuid: string | null }> {
   const info = await (await ctx.dm()).info(id);

@@ -47,6 +47,11 @@ export interface DeviceChangedBlocks extends ChangedBlocks {
   /** The metadata device read, and the held snapshot's block. */
   readonly metadataDevice: string;
   readonly heldRoot: bigint;
+  /**
+   * The era the status reported while the snapshot was held: writes made after the snapshot are in
+   * this era or later (a backup's next incremental starts here).
+   */
+  readonly liveEra: number;
 }
 
 export type RangeUnit = 'blocks' | 'sectors' | 'bytes';
@@ -136,7 +141,7 @@ export async function changedSince(dm: EraDm, id: DevId, sinceEra: number, opts:
       throw new EraChangedError(`the metadata names snapshot block ${result.rootsBlock}, the status ${held.heldRoot}`, 'ERR_ERA_SNAPSHOT_MISMATCH');
     }
     const info = await dm.info(id);
-    return { ...result, name: info.name, uuid: info.uuid || null, length: target.length, metadataDevice, heldRoot: held.heldRoot };
+    return { ...result, name: info.name, uuid: info.uuid || null, length: target.length, metadataDevice, heldRoot: held.heldRoot, liveEra: Number(held.currentEra) };
   } catch (e) {
     failure = e;
     throw e;

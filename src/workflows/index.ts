@@ -2,3 +2,5 @@
 export * from './clone-hydrate';
 export * from './era-backup';
 export * from './snapshot';
+export * from './backup';
+export * from './copy';

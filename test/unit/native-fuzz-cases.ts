@@ -26,6 +26,8 @@ export interface Context {
   fifo: string;
   log: Buffer;
   table: Float64Array;
+  /** A 64 KiB regular file for copyRanges to read. */
+  copySource: string;
 }
 
 export interface FuzzCase {
@@ -54,6 +56,9 @@ export const FUZZED_EXPORTS = [
   'logIndex',
   'replayImage',
   'imageDigest',
+  'copyRanges',
+  'crc32c',
+  'copyEngine',
 ] as const;
 export type FuzzedExport = (typeof FUZZED_EXPORTS)[number];
 
@@ -297,6 +302,69 @@ function replayOptions(rng: Rng): Gen {
   });
 }
 
+/** copyRanges options: each field valid or hostile, sometimes a getter that detaches ranges or throws,
+ * sometimes an onProgress that throws or cancels. */
+function copyOptions(rng: Rng): Gen {
+  const fields: Record<string, Gen> = {};
+  const path = (): Gen =>
+    pick(rng, [
+      g('the copy source', (c) => c.copySource),
+      g('a new file', (c) => `${c.dir}/copy-out`),
+      g('a FIFO', (c) => c.fifo),
+      g('the directory', (c) => c.dir),
+      g('/dev/null', () => '/dev/null'),
+      g('/dev/zero', () => '/dev/zero'),
+      g('the 21-byte regular file', (c) => `${c.dir}/regular`),
+      g('missing dir', (c) => `${c.dir}/no/such`),
+    ]);
+  fields.source = mostly(rng, 0.85, () => (rng() < 0.7 ? g('the copy source', (c) => c.copySource) : path()));
+  if (rng() < 0.7) fields.dest = mostly(rng, 0.85, () => (rng() < 0.6 ? g('a new file', (c) => `${c.dir}/copy-out`) : path()));
+  fields.ranges = mostly(rng, 0.85, () => {
+    const n = int(rng, 0, 6);
+    const list: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const unit = rng() < 0.8 ? 512 : 1;
+      list.push(pick(rng, [int(rng, 0, 140) * unit, -512, 2 ** 53, 0.5, NaN]), pick(rng, [int(rng, 0, 140) * unit, 0, 2 ** 53 - 512, -1]), int(rng, 0, 300) * unit);
+    }
+    if (rng() < 0.1) list.pop();
+    return g(`ranges [${list.join(',')}]`, () => Float64Array.from(list));
+  });
+  if (rng() < 0.3) fields.chunkBytes = mostly(rng, 0.7, () => constant('chunk', pick(rng, [4096, 8192, 65536, 6000, 0, 2 ** 30])));
+  if (rng() < 0.3) fields.queueDepth = mostly(rng, 0.7, () => constant('depth', pick(rng, [1, 2, 64, 128, 129, 0])));
+  if (rng() < 0.3) fields.engine = mostly(rng, 0.7, () => constant('engine', pick(rng, ['auto', 'io_uring', 'threads', 'spdk'])));
+  if (rng() < 0.2) fields.journal = mostly(rng, 0.7, () => pick(rng, [g('journal file', (c) => `${c.dir}/journal`), g('journal FIFO', (c) => c.fifo), g('journal dir', (c) => c.dir)]));
+  if (rng() < 0.3) fields.checksums = mostly(rng, 0.7, () => constant('true', true));
+  if (rng() < 0.3) fields.direct = mostly(rng, 0.7, () => constant('false', false));
+  if (rng() < 0.2) fields.uringAsync = mostly(rng, 0.7, () => constant('false', false));
+  if (rng() < 0.1) fields.interruptAfterChunks = mostly(rng, 0.7, () => constant('interrupt', pick(rng, [0, 1, 3])));
+  if (rng() < 0.3) fields.onProgress = mostly(rng, 0.7, () => pick(rng, [g('noop', () => () => undefined), g('throws', () => throwHostile)]));
+  const names = Object.keys(fields);
+  const trick = rng() < 0.2 ? int(rng, 0, 1) : -1; // 0: a getter detaches ranges, 1: throws
+  const trickAt = pick(rng, names);
+  const cancel = rng() < 0.2;
+  const desc = `{${names.map((k) => `${k}: ${fields[k]!.desc}`).join(', ')}}${trick >= 0 ? ` + getter on ${trickAt} that ${['detaches ranges', 'throws'][trick]}` : ''}${cancel ? ' + cancel()' : ''}`;
+  return g(desc, (c) => {
+    const o: Record<string, unknown> = {};
+    for (const k of names) o[k] = fields[k]!.make(c);
+    const made = { ...o };
+    if (trick >= 0) {
+      const value = o[trickAt];
+      Object.defineProperty(o, trickAt, {
+        enumerable: true,
+        get() {
+          if (trick === 1) throwHostile();
+          const ab = (made.ranges as { buffer?: unknown } | undefined)?.buffer;
+          if (ab instanceof ArrayBuffer && ab.byteLength > 0) {
+            try { structuredClone(ab, { transfer: [ab] }); } catch { /* not transferable */ }
+          }
+          return value;
+        },
+      });
+    }
+    return o;
+  });
+}
+
 function argsFor(name: FuzzedExport, rng: Rng): Gen[] {
   const extra = (): Gen[] => (rng() < 0.15 ? [anyValue(rng)] : []);
   switch (name) {
@@ -334,6 +402,12 @@ function argsFor(name: FuzzedExport, rng: Rng): Gen[] {
       return [logArg(rng), ...extra()];
     case 'replayImage':
       return [replayOptions(rng), ...extra()];
+    case 'copyRanges':
+      return [copyOptions(rng), ...extra()];
+    case 'crc32c':
+      return [mostly(rng, 0.5, () => { const n = int(rng, 0, 5000); const seed = int(rng, 0, 1e9); return g(`Buffer(${n})`, () => bytes(rngFrom(seed), n)); }), ...extra()];
+    case 'copyEngine':
+      return Array.from({ length: int(rng, 0, 2) }, () => anyValue(rng));
     case 'imageDigest':
       return [mostly(rng, 0.5, () => { const n = int(rng, 0, 5000); const seed = int(rng, 0, 1e9); return g(`Buffer(${n})`, () => bytes(rngFrom(seed), n)); }), ...extra()];
   }

@@ -39,9 +39,12 @@ const CASES: Record<FuzzedExport, number> = {
   eventfdOpen: 1000,
   eventfdSignal: 2000,
   pollReadable: 2000,
-  logIndex: 4000,
-  replayImage: 4000,
-  imageDigest: 2000,
+  logIndex: 3500,
+  replayImage: 3500,
+  imageDigest: 1500,
+  copyRanges: 1500,
+  crc32c: 500,
+  copyEngine: 200,
 };
 
 /** The child: sets up its context, runs cases [from, to) of one batch, reports counts and bad errors. */
@@ -76,7 +79,9 @@ const ctx = {
   fifo: path.join(dir, 'fifo'),
   log,
   table: a.logIndex(log).table,
+  copySource: path.join(dir, 'copy-source'),
 };
+fs.writeFileSync(ctx.copySource, Buffer.alloc(65536, 0x5a));
 const made = new Set(); // semaphores semCreate made: removed at once
 const bad = [];
 const counts = { ok: 0, threw: 0, rejected: 0, unsettled: 0 };
@@ -101,6 +106,11 @@ const within = (p, ms) => new Promise((resolve) => {
     }
     if (name === 'semCreate' && typeof result === 'number') { a.semRemove(result); }
     if ((name === 'eventfdOpen' || name === 'dmControlOpen') && typeof result === 'number') fs.closeSync(result);
+    // copyRanges returns { promise, cancel }: the promise is what settles.
+    if (name === 'copyRanges' && result && typeof result.cancel === 'function') {
+      if (list[i].desc.endsWith('+ cancel()')) result.cancel();
+      result = result.promise;
+    }
     if (result && typeof result.then === 'function') {
       const r = await within(result, name === 'pollReadable' || name === 'semWaitZero' ? 20 : 2000);
       if (r === 'unsettled') counts.unsettled++;

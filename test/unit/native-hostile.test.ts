@@ -4,7 +4,7 @@
  * shows the child's output. The child prints one line, `RESULT <json>`, which the test checks.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -34,6 +34,8 @@ describe('addon: a DataView where a Buffer is expected is a TypeError, not an ab
     ['imageDigest', `a.imageDigest(new DataView(new ArrayBuffer(64)))`],
     ['replayImage log', `a.replayImage({ log: new DataView(new ArrayBuffer(64)), table: new Float64Array(0), base: null, length: 0, apply: new Uint32Array(0) })`],
     ['replayImage base', `a.replayImage({ log: Buffer.alloc(64), table: new Float64Array(0), base: new DataView(new ArrayBuffer(64)), length: 64, apply: new Uint32Array(0) })`],
+    ['copyRanges ranges', `a.copyRanges({ source: '/dev/null', ranges: new DataView(new ArrayBuffer(24)) })`],
+    ['crc32c', `a.crc32c(new DataView(new ArrayBuffer(64)))`],
   ] as const) {
     test(name, () => {
       const got = run(`report(attempt(() => ${call}));`) as { error?: { name: string; code: string } };
@@ -186,5 +188,75 @@ describe('addon: file descriptors and paths that are not what they claim', () =>
         });
       });`, 15_000);
     assert.deepEqual(got, { readWhileWaiting: true, outcomes: [true] });
+  });
+});
+
+describe('addon: copyRanges given what it must refuse (typed errors, nothing written, no hang)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dmkit-hostile-copy-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const src = JSON.stringify(join(dir, 'src'));
+  const setup = `fs.writeFileSync(${src}, Buffer.alloc(1 << 20, 7));`;
+
+  const cases: ReadonlyArray<readonly [string, string, string]> = [
+    ['a FIFO as the source', `{ source: FIFO, dest: DIR + '/out', ranges: Float64Array.of(0, 4096, 0) }`, 'EINVAL'],
+    ['a FIFO as the destination', `{ source: ${src}, dest: FIFO, ranges: Float64Array.of(0, 4096, 0) }`, 'EINVAL'],
+    ['a character device as the source', `{ source: '/dev/zero', dest: DIR + '/out', ranges: Float64Array.of(0, 4096, 0) }`, 'EINVAL'],
+    ['a character device as the destination', `{ source: ${src}, dest: '/dev/null', ranges: Float64Array.of(0, 4096, 0) }`, 'EINVAL'],
+    ['a directory as the source', `{ source: DIR, dest: DIR + '/out', ranges: Float64Array.of(0, 4096, 0) }`, 'EINVAL'],
+    ['a directory as the destination', `{ source: ${src}, dest: DIR, ranges: Float64Array.of(0, 4096, 0) }`, 'EISDIR'],
+    ['a range past the end of the source (a lying size)', `{ source: ${src}, dest: DIR + '/out', ranges: Float64Array.of(0, 2 << 20, 0) }`, 'EINVAL'],
+    ['the source as its own destination', `{ source: ${src}, dest: ${src}, ranges: Float64Array.of(0, 4096, 4096) }`, 'EINVAL'],
+    ['a negative length', `{ source: ${src}, ranges: Float64Array.of(0, -512, 0) }`, 'ERR_OUT_OF_RANGE'],
+    ['an unaligned offset', `{ source: ${src}, ranges: Float64Array.of(100, 512, 0) }`, 'ERR_OUT_OF_RANGE'],
+    ['a length past 2^53', `{ source: ${src}, ranges: Float64Array.of(0, 2 ** 53, 0) }`, 'ERR_OUT_OF_RANGE'],
+    ['half a triple', `{ source: ${src}, ranges: Float64Array.of(0, 512) }`, 'ERR_OUT_OF_RANGE'],
+    ['a detached ranges array', `{ source: ${src}, ranges: (() => { const r = Float64Array.of(0, 512, 0); structuredClone(r.buffer, { transfer: [r.buffer] }); return r; })() }`, 'ERR_INVALID_ARG_TYPE'],
+    ['a number as the source', `{ source: 3, ranges: Float64Array.of(0, 512, 0) }`, 'ERR_INVALID_ARG_TYPE'],
+    ['an unknown engine', `{ source: ${src}, ranges: Float64Array.of(0, 512, 0), engine: 'spdk' }`, 'ERR_OUT_OF_RANGE'],
+    ['a chunk size that is not a multiple of 4096', `{ source: ${src}, ranges: Float64Array.of(0, 512, 0), chunkBytes: 6000 }`, 'ERR_OUT_OF_RANGE'],
+  ];
+  // One child runs every case in turn (a crash or hang names no case, but the child's output does).
+  test(`refused inputs: ${cases.map((c) => c[0]).join('; ')}`, () => {
+    const body = `const FIFO = ${JSON.stringify(join(dir, 'fifo'))}, DIR = ${JSON.stringify(dir)};
+      require('node:child_process').execFileSync('mkfifo', [FIFO]);
+      ${setup}
+      const run1 = (o) => settle(Promise.resolve().then(() => a.copyRanges(o).promise)).then((r) => r.error ? r.error.code : 'resolved');
+      (async () => { const out = []; for (const o of [${cases.map((c) => `() => (${c[1]})`).join(',\n')}]) out.push(await run1(o())); report(out); })();`;
+    const got = run(body, 15_000) as string[];
+    cases.forEach(([name, , code], i) => {
+      const ok = got[i] === code || (name === 'a FIFO as the destination' && got[i] === 'ENXIO');
+      assert.ok(ok, `${name}: ${got[i]}, expected ${code}`);
+    });
+    assert.equal(existsSync(join(dir, 'out')), false, 'a refused copy created its destination');
+  });
+
+  test('a getter throwing while the options are read propagates', () => {
+    const got = run(`report(attempt(() => a.copyRanges({ source: '/dev/null', get ranges() { throw new Error('from getter'); } })));`) as { error?: { message: string } };
+    assert.match(got.error?.message ?? '', /from getter/);
+  });
+
+  test('ranges detached by a later getter: a TypeError, the worker never sees freed memory', () => {
+    const got = run(`${setup}
+      const ranges = new Float64Array(new ArrayBuffer(1 << 20)); ranges.set([0, 4096, 0]);
+      const o = { source: ${src}, ranges: ranges.subarray(0, 3) };
+      Object.defineProperty(o, 'onProgress', { get() { structuredClone(ranges.buffer, { transfer: [ranges.buffer] }); globalThis.gc?.(); return undefined; } });
+      report(attempt(() => a.copyRanges(o)));`) as { error?: { code: string } };
+    assert.equal(got.error?.code, 'ERR_INVALID_ARG_TYPE', JSON.stringify(got));
+  });
+
+  test('a progress callback that throws stops the copy and rejects with what it threw', () => {
+    const got = run(`${setup}
+      const h = a.copyRanges({ source: ${src}, dest: ${JSON.stringify(join(dir, 'progress-out'))}, ranges: Float64Array.of(0, 1 << 20, 0), chunkBytes: 4096, queueDepth: 1,
+        onProgress() { throw new Error('from progress'); } });
+      settle(h.promise).then(report);`) as { error?: { message: string } };
+    assert.match(got.error?.message ?? '', /from progress/);
+  });
+
+  test('cancel() before the first chunk: ABORT_ERR, and cancel after settling is harmless', () => {
+    const got = run(`${setup}
+      const h = a.copyRanges({ source: ${src}, ranges: Float64Array.of(0, 1 << 20, 0) });
+      h.cancel();
+      settle(h.promise).then((r) => { h.cancel(); h.cancel.call(null, 1, 2); report(r); });`) as { error?: { code: string } };
+    assert.equal(got.error?.code, 'ABORT_ERR', JSON.stringify(got));
   });
 });
