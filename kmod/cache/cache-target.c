@@ -52,7 +52,8 @@
 #define MAX_DISCARD_BLOCKS (1U << 14)
 #define LARGE_CACHE_BLOCKS (1U << 20)
 #define COMMIT_PERIOD HZ
-#define EVICT_BATCH 16
+/* Blocks freed at once when the cache is full: one commit for the lot, at most 1/8 of the cache. */
+#define EVICT_BATCH_MAX 16
 #define CLEAN_BATCH 16
 #define MAX_POLICY_ARGS 1024
 #define MAX_HITS 0xffffffffU
@@ -422,19 +423,20 @@ static int write_back(struct cache *c, struct centry *e)
 }
 
 /*
- * Free up to EVICT_BATCH cache blocks from the cold end: dirty ones are written back first. The freed
+ * Free a batch of cache blocks from the cold end: dirty ones are written back first. The freed
  * blocks are only reused once the commit that unmaps them is on disk, or a crash could find the old
  * mapping pointing at another block's data.
  */
 static int evict_some(struct cache *c)
 {
+	unsigned int batch = clamp_t(u32, c->nr_cblocks / 8, 1, EVICT_BATCH_MAX);
 	struct centry *e, *tmp;
 	LIST_HEAD(evicted);
 	unsigned int n = 0;
 	int r;
 
 	list_for_each_entry_safe(e, tmp, &c->lru, lru) {
-		if (n == EVICT_BATCH)
+		if (n == batch)
 			break;
 		if (e->dirty && write_back(c, e))
 			continue;
