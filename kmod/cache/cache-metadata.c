@@ -55,26 +55,26 @@ struct cache_sb_disk {
 	u8 uuid[16];
 	__le64 magic;
 	__le32 version;
-	u8 policy_name[CACHE_POLICY_NAME_BYTES];
-	__le32 policy_hint_size;
+	u8 policy[CACHE_POLICY_NAME_BYTES];
+	__le32 hint_bytes;
 	u8 metadata_space_map_root[SM_ROOT_BYTES];
-	__le64 mapping_root;
-	__le64 hint_root;
-	__le64 discard_root;
-	__le64 discard_block_size;
-	__le64 discard_nr_blocks;
-	__le32 data_block_size;
-	__le32 metadata_block_size;
-	__le32 cache_blocks;
-	__le32 compat_flags;
-	__le32 compat_ro_flags;
-	__le32 incompat_flags;
-	__le32 read_hits;
-	__le32 read_misses;
-	__le32 write_hits;
-	__le32 write_misses;
-	__le32 policy_version[3];
-	__le64 dirty_root;	/* version 2 only */
+	__le64 mapping_array_root;
+	__le64 hint_array_root;
+	__le64 discard_bitset_root;
+	__le64 discard_block_sectors;
+	__le64 nr_discard_blocks;
+	__le32 cache_block_sectors;
+	__le32 metadata_block_sectors;
+	__le32 nr_cache_blocks;
+	__le32 features_compat;
+	__le32 features_compat_ro;
+	__le32 features_incompat;
+	__le32 stat_read_hits;
+	__le32 stat_read_misses;
+	__le32 stat_write_hits;
+	__le32 stat_write_misses;
+	__le32 policy_version_triple[3];
+	__le64 dirty_bitset_root;	/* version 2 only */
 } __packed;
 
 struct cache_md {
@@ -184,49 +184,49 @@ static void fill_superblock(struct cache_md *md, struct cache_sb_disk *sb)
 	sb->flags = cpu_to_le32(md->flags);
 	sb->magic = cpu_to_le64(SB_MAGIC);
 	sb->version = cpu_to_le32(md->version);
-	memcpy(sb->policy_name, md->policy_name, sizeof(sb->policy_name));
-	sb->policy_hint_size = cpu_to_le32(md->policy_hint_size);
+	memcpy(sb->policy, md->policy_name, sizeof(sb->policy));
+	sb->hint_bytes = cpu_to_le32(md->policy_hint_size);
 	memcpy(sb->metadata_space_map_root, md->sm_root, SM_ROOT_BYTES);
-	sb->mapping_root = cpu_to_le64(md->map_root);
-	sb->hint_root = cpu_to_le64(md->hint_root);
-	sb->discard_root = cpu_to_le64(md->discard_root);
-	sb->discard_block_size = cpu_to_le64(md->discard_block_size);
-	sb->discard_nr_blocks = cpu_to_le64(md->discard_nr_blocks);
-	sb->data_block_size = cpu_to_le32(md->block_sectors);
-	sb->metadata_block_size = cpu_to_le32(CACHE_MD_BLOCK_SECTORS);
-	sb->cache_blocks = cpu_to_le32(md->cache_blocks);
-	sb->read_hits = cpu_to_le32(md->stats.read_hits);
-	sb->read_misses = cpu_to_le32(md->stats.read_misses);
-	sb->write_hits = cpu_to_le32(md->stats.write_hits);
-	sb->write_misses = cpu_to_le32(md->stats.write_misses);
-	sb->policy_version[0] = cpu_to_le32(md->policy_version[0]);
-	sb->policy_version[1] = cpu_to_le32(md->policy_version[1]);
-	sb->policy_version[2] = cpu_to_le32(md->policy_version[2]);
+	sb->mapping_array_root = cpu_to_le64(md->map_root);
+	sb->hint_array_root = cpu_to_le64(md->hint_root);
+	sb->discard_bitset_root = cpu_to_le64(md->discard_root);
+	sb->discard_block_sectors = cpu_to_le64(md->discard_block_size);
+	sb->nr_discard_blocks = cpu_to_le64(md->discard_nr_blocks);
+	sb->cache_block_sectors = cpu_to_le32(md->block_sectors);
+	sb->metadata_block_sectors = cpu_to_le32(CACHE_MD_BLOCK_SECTORS);
+	sb->nr_cache_blocks = cpu_to_le32(md->cache_blocks);
+	sb->stat_read_hits = cpu_to_le32(md->stats.read_hits);
+	sb->stat_read_misses = cpu_to_le32(md->stats.read_misses);
+	sb->stat_write_hits = cpu_to_le32(md->stats.write_hits);
+	sb->stat_write_misses = cpu_to_le32(md->stats.write_misses);
+	sb->policy_version_triple[0] = cpu_to_le32(md->policy_version[0]);
+	sb->policy_version_triple[1] = cpu_to_le32(md->policy_version[1]);
+	sb->policy_version_triple[2] = cpu_to_le32(md->policy_version[2]);
 	if (md->version >= 2)
-		sb->dirty_root = cpu_to_le64(md->dirty_root);
+		sb->dirty_bitset_root = cpu_to_le64(md->dirty_root);
 }
 
 static void read_superblock(struct cache_md *md, struct cache_sb_disk *sb)
 {
 	md->version = le32_to_cpu(sb->version);
 	md->flags = le32_to_cpu(sb->flags);
-	memcpy(md->policy_name, sb->policy_name, sizeof(md->policy_name));
+	memcpy(md->policy_name, sb->policy, sizeof(md->policy_name));
 	md->policy_name[CACHE_POLICY_NAME_BYTES - 1] = '\0';
-	md->policy_hint_size = le32_to_cpu(sb->policy_hint_size);
-	md->map_root = le64_to_cpu(sb->mapping_root);
-	md->hint_root = le64_to_cpu(sb->hint_root);
-	md->discard_root = le64_to_cpu(sb->discard_root);
-	md->discard_block_size = le64_to_cpu(sb->discard_block_size);
-	md->discard_nr_blocks = le64_to_cpu(sb->discard_nr_blocks);
-	md->cache_blocks = le32_to_cpu(sb->cache_blocks);
-	md->stats.read_hits = le32_to_cpu(sb->read_hits);
-	md->stats.read_misses = le32_to_cpu(sb->read_misses);
-	md->stats.write_hits = le32_to_cpu(sb->write_hits);
-	md->stats.write_misses = le32_to_cpu(sb->write_misses);
-	md->policy_version[0] = le32_to_cpu(sb->policy_version[0]);
-	md->policy_version[1] = le32_to_cpu(sb->policy_version[1]);
-	md->policy_version[2] = le32_to_cpu(sb->policy_version[2]);
-	md->dirty_root = md->version >= 2 ? le64_to_cpu(sb->dirty_root) : 0;
+	md->policy_hint_size = le32_to_cpu(sb->hint_bytes);
+	md->map_root = le64_to_cpu(sb->mapping_array_root);
+	md->hint_root = le64_to_cpu(sb->hint_array_root);
+	md->discard_root = le64_to_cpu(sb->discard_bitset_root);
+	md->discard_block_size = le64_to_cpu(sb->discard_block_sectors);
+	md->discard_nr_blocks = le64_to_cpu(sb->nr_discard_blocks);
+	md->cache_blocks = le32_to_cpu(sb->nr_cache_blocks);
+	md->stats.read_hits = le32_to_cpu(sb->stat_read_hits);
+	md->stats.read_misses = le32_to_cpu(sb->stat_read_misses);
+	md->stats.write_hits = le32_to_cpu(sb->stat_write_hits);
+	md->stats.write_misses = le32_to_cpu(sb->stat_write_misses);
+	md->policy_version[0] = le32_to_cpu(sb->policy_version_triple[0]);
+	md->policy_version[1] = le32_to_cpu(sb->policy_version_triple[1]);
+	md->policy_version[2] = le32_to_cpu(sb->policy_version_triple[2]);
+	md->dirty_root = md->version >= 2 ? le64_to_cpu(sb->dirty_bitset_root) : 0;
 }
 
 /* Flush every structure but the superblock, then copy the space map root the superblock will name. */
@@ -325,19 +325,19 @@ static int open_device(struct cache_md *md, char **error)
 	sb = dm_block_data(b);
 
 	r = -EINVAL;
-	if (le32_to_cpu(sb->incompat_flags)) {
+	if (le32_to_cpu(sb->features_incompat)) {
 		*error = "Metadata has unsupported incompatible features";
 		goto out;
 	}
-	if (le32_to_cpu(sb->compat_ro_flags) && !bdev_read_only(md->bdev)) {
+	if (le32_to_cpu(sb->features_compat_ro) && !bdev_read_only(md->bdev)) {
 		*error = "Metadata has unsupported features for writing";
 		goto out;
 	}
-	if (le32_to_cpu(sb->metadata_block_size) != CACHE_MD_BLOCK_SECTORS) {
+	if (le32_to_cpu(sb->metadata_block_sectors) != CACHE_MD_BLOCK_SECTORS) {
 		*error = "Metadata block size is not 8 sectors";
 		goto out;
 	}
-	if (le32_to_cpu(sb->data_block_size) != md->block_sectors) {
+	if (le32_to_cpu(sb->cache_block_sectors) != md->block_sectors) {
 		*error = "Cache block size differs from the one in the metadata";
 		goto out;
 	}

@@ -759,7 +759,7 @@ static void do_tick(struct work_struct *work)
 	}
 }
 
-static int cache_map(struct dm_target *ti, struct bio *bio)
+static int dc_map(struct dm_target *ti, struct bio *bio)
 {
 	struct cache *c = ti->private;
 	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
@@ -776,7 +776,7 @@ static int cache_map(struct dm_target *ti, struct bio *bio)
 	return DM_MAPIO_SUBMITTED;
 }
 
-static int cache_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
+static int dc_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
 {
 	struct cache *c = ti->private;
 	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
@@ -835,7 +835,7 @@ static void emit_info(struct cache *c, unsigned int status_flags, char *result, 
 	       cache_md_needs_check(c->md) ? "needs_check" : "-");
 }
 
-static void cache_status(struct dm_target *ti, status_type_t type, unsigned int status_flags,
+static void dc_status(struct dm_target *ti, status_type_t type, unsigned int status_flags,
 			 char *result, unsigned int maxlen)
 {
 	struct cache *c = ti->private;
@@ -958,7 +958,7 @@ out:
 	return r;
 }
 
-static int cache_message(struct dm_target *ti, unsigned int argc, char **argv, char *result,
+static int dc_message(struct dm_target *ti, unsigned int argc, char **argv, char *result,
 			 unsigned int maxlen)
 {
 	struct cache *c = ti->private;
@@ -1421,7 +1421,7 @@ static void reset_core(struct cache *c)
 /*----------------------------------------------------------------------------------------------*/
 /* Target methods */
 
-static int cache_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+static int dc_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 {
 	struct dm_arg_set as = { .argc = argc, .argv = argv };
 	struct cache *c;
@@ -1500,7 +1500,7 @@ bad_devices:
 	return r;
 }
 
-static void cache_dtr(struct dm_target *ti)
+static void dc_dtr(struct dm_target *ti)
 {
 	struct cache *c = ti->private;
 
@@ -1519,7 +1519,7 @@ static u32 entry_hint(void *context, u32 cblock)
 	return c->entries[cblock].valid ? c->entries[cblock].hits : 0;
 }
 
-static void cache_postsuspend(struct dm_target *ti)
+static void dc_postsuspend(struct dm_target *ti)
 {
 	struct cache *c = ti->private;
 	int r;
@@ -1542,7 +1542,7 @@ static void cache_postsuspend(struct dm_target *ti)
 	mutex_unlock(&c->lock);
 }
 
-static int cache_preresume(struct dm_target *ti)
+static int dc_preresume(struct dm_target *ti)
 {
 	struct cache *c = ti->private;
 	int r = 0;
@@ -1566,7 +1566,7 @@ out:
 	return r;
 }
 
-static void cache_resume(struct dm_target *ti)
+static void dc_resume(struct dm_target *ti)
 {
 	struct cache *c = ti->private;
 
@@ -1597,7 +1597,7 @@ static void set_discard_limits(struct cache *c, struct queue_limits *limits)
 	limits->max_discard_segments = ol->max_discard_segments;
 }
 
-static void cache_io_hints(struct dm_target *ti, struct queue_limits *limits)
+static void dc_io_hints(struct dm_target *ti, struct queue_limits *limits)
 {
 	struct cache *c = ti->private;
 	u64 io_opt = limits->io_opt >> SECTOR_SHIFT;
@@ -1609,7 +1609,7 @@ static void cache_io_hints(struct dm_target *ti, struct queue_limits *limits)
 	set_discard_limits(c, limits);
 }
 
-static int cache_iterate_devices(struct dm_target *ti, iterate_devices_callout_fn fn, void *data)
+static int dc_iterate_devices(struct dm_target *ti, iterate_devices_callout_fn fn, void *data)
 {
 	struct cache *c = ti->private;
 
@@ -1621,17 +1621,17 @@ static struct target_type cache_target_type = {
 	.name = "dmkit-cache",
 	.version = { DMKIT_VERSION_MAJOR, DMKIT_VERSION_MINOR, DMKIT_VERSION_PATCH },
 	.module = THIS_MODULE,
-	.ctr = cache_ctr,
-	.dtr = cache_dtr,
-	.map = cache_map,
-	.end_io = cache_end_io,
-	.postsuspend = cache_postsuspend,
-	.preresume = cache_preresume,
-	.resume = cache_resume,
-	.status = cache_status,
-	.message = cache_message,
-	.io_hints = cache_io_hints,
-	.iterate_devices = cache_iterate_devices,
+	.ctr = dc_ctr,
+	.dtr = dc_dtr,
+	.map = dc_map,
+	.end_io = dc_end_io,
+	.postsuspend = dc_postsuspend,
+	.preresume = dc_preresume,
+	.resume = dc_resume,
+	.status = dc_status,
+	.message = dc_message,
+	.io_hints = dc_io_hints,
+	.iterate_devices = dc_iterate_devices,
 };
 
 static int __init dmkit_cache_init(void)
