@@ -51,6 +51,11 @@ export const FIXES: Readonly<Record<string, FixProof>> = {
     summary: 'dm-clone fix (b): the destination is flushed before metadata marking regions hydrated commits',
     lab: { only: 'crash', target: 'dmkit-clone' },
   },
+  'cache-shared-metadata': {
+    files: ['dist/test/vm/cache-preload.test.js'],
+    summary: 'dm-cache fix (e): one refcounted metadata object per metadata device, shared by the inactive and active tables',
+    lab: { only: 'reload', target: 'dmkit-cache' },
+  },
   'snapshot-header': {
     files: ['dist/test/vm/snapshot-header.test.js'],
     summary: 'dm-snapshot fix (d): an invalidated snapshot\'s header is built and written from its own buffer, not the exception area',
