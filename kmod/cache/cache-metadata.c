@@ -32,6 +32,9 @@
 
 #define DM_MSG_PREFIX "dmkit-cache metadata"
 
+/* After DM_MSG_PREFIX: its validator logs with DMERR. */
+#include "dmkit-sb.h"
+
 #define SB_BLOCK 0
 #define SB_MAGIC 1623043	/* 06142003 octal */
 #define SB_CSUM_SALT 9031977
@@ -121,49 +124,8 @@ static LIST_HEAD(md_table);
 /*----------------------------------------------------------------------------------------------*/
 /* Superblock */
 
-static u32 sb_checksum(struct cache_sb_disk *sb, size_t block_bytes)
-{
-	return dm_bm_checksum(&sb->flags, block_bytes - sizeof(sb->csum), SB_CSUM_SALT);
-}
-
-static void sb_prepare_for_write(struct dm_block_validator *v, struct dm_block *b, size_t block_bytes)
-{
-	struct cache_sb_disk *sb = dm_block_data(b);
-
-	sb->blocknr = cpu_to_le64(dm_block_location(b));
-	sb->csum = cpu_to_le32(sb_checksum(sb, block_bytes));
-}
-
-static int sb_check(struct dm_block_validator *v, struct dm_block *b, size_t block_bytes)
-{
-	struct cache_sb_disk *sb = dm_block_data(b);
-	u32 version;
-
-	if (le64_to_cpu(sb->blocknr) != dm_block_location(b)) {
-		DMERR("superblock claims to be block %llu", le64_to_cpu(sb->blocknr));
-		return -ENOTBLK;
-	}
-	if (le64_to_cpu(sb->magic) != SB_MAGIC) {
-		DMERR("superblock magic %llu is not a cache superblock", le64_to_cpu(sb->magic));
-		return -EILSEQ;
-	}
-	if (le32_to_cpu(sb->csum) != sb_checksum(sb, block_bytes)) {
-		DMERR("superblock checksum mismatch");
-		return -EILSEQ;
-	}
-	version = le32_to_cpu(sb->version);
-	if (version < MIN_VERSION || version > MAX_VERSION) {
-		DMERR("metadata version %u is not supported (%u..%u)", version, MIN_VERSION, MAX_VERSION);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static struct dm_block_validator sb_validator = {
-	.name = "cache superblock",
-	.prepare_for_write = sb_prepare_for_write,
-	.check = sb_check,
-};
+DMKIT_SB_HEAD_CHECK(struct cache_sb_disk);
+DMKIT_SB_VALIDATOR(sb_validator, "cache", SB_MAGIC, SB_CSUM_SALT, MIN_VERSION, MAX_VERSION);
 
 static int sb_is_blank(struct dm_block_manager *bm, bool *blank)
 {
@@ -254,7 +216,7 @@ static int write_superblock(struct cache_md *md)
 	struct dm_block *b;
 	int r;
 
-	r = dm_bm_write_lock_zero(md->bm, SB_BLOCK, &sb_validator, &b);
+	r = dm_bm_write_lock_zero(md->bm, SB_BLOCK, &sb_validator.v, &b);
 	if (r)
 		return r;
 	fill_superblock(md, dm_block_data(b));
@@ -317,7 +279,7 @@ static int open_device(struct cache_md *md, char **error)
 	struct dm_block *b;
 	int r;
 
-	r = dm_bm_read_lock(md->bm, SB_BLOCK, &sb_validator, &b);
+	r = dm_bm_read_lock(md->bm, SB_BLOCK, &sb_validator.v, &b);
 	if (r) {
 		DMERR("cannot read the superblock: %d", r);
 		return r;
@@ -549,7 +511,7 @@ int cache_md_set_needs_check(struct cache_md *md)
 	md->flags |= SB_FLAG_NEEDS_CHECK;
 	if (md->broken || dm_bm_is_read_only(md->bm))
 		goto out;
-	r = dm_bm_write_lock(md->bm, SB_BLOCK, &sb_validator, &b);
+	r = dm_bm_write_lock(md->bm, SB_BLOCK, &sb_validator.v, &b);
 	if (r)
 		goto out;
 	sb = dm_block_data(b);

@@ -28,6 +28,9 @@
 
 #define DM_MSG_PREFIX "dmkit-clone metadata"
 
+/* After DM_MSG_PREFIX: its validator logs with DMERR. */
+#include "dmkit-sb.h"
+
 #define SB_BLOCK 0
 #define SB_MAGIC 0x8af27f64ULL
 #define SB_VERSION 1
@@ -93,49 +96,8 @@ struct clone_md {
 /*----------------------------------------------------------------------------------------------*/
 /* Superblock */
 
-static u32 sb_checksum(struct clone_sb_disk *sb, size_t block_bytes)
-{
-	return dm_bm_checksum(&sb->flags, block_bytes - sizeof(sb->csum), SB_CSUM_SALT);
-}
-
-static void sb_prepare_for_write(struct dm_block_validator *v, struct dm_block *b, size_t block_bytes)
-{
-	struct clone_sb_disk *sb = dm_block_data(b);
-
-	sb->blocknr = cpu_to_le64(dm_block_location(b));
-	sb->csum = cpu_to_le32(sb_checksum(sb, block_bytes));
-}
-
-static int sb_check(struct dm_block_validator *v, struct dm_block *b, size_t block_bytes)
-{
-	struct clone_sb_disk *sb = dm_block_data(b);
-	u32 version;
-
-	if (le64_to_cpu(sb->blocknr) != dm_block_location(b)) {
-		DMERR("superblock claims to be block %llu", le64_to_cpu(sb->blocknr));
-		return -ENOTBLK;
-	}
-	if (le64_to_cpu(sb->magic) != SB_MAGIC) {
-		DMERR("superblock magic %#llx is not a clone superblock", le64_to_cpu(sb->magic));
-		return -EILSEQ;
-	}
-	if (le32_to_cpu(sb->csum) != sb_checksum(sb, block_bytes)) {
-		DMERR("superblock checksum mismatch");
-		return -EILSEQ;
-	}
-	version = le32_to_cpu(sb->version);
-	if (version != SB_VERSION) {
-		DMERR("metadata version %u is not supported (only %u)", version, SB_VERSION);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static struct dm_block_validator sb_validator = {
-	.name = "clone superblock",
-	.prepare_for_write = sb_prepare_for_write,
-	.check = sb_check,
-};
+DMKIT_SB_HEAD_CHECK(struct clone_sb_disk);
+DMKIT_SB_VALIDATOR(sb_validator, "clone", SB_MAGIC, SB_CSUM_SALT, SB_VERSION, SB_VERSION);
 
 static int sb_is_blank(struct dm_block_manager *bm, bool *blank)
 {
@@ -163,7 +125,7 @@ static int write_superblock(struct clone_md *md, bool publish)
 	struct dm_block *b;
 	int r;
 
-	r = dm_bm_write_lock_zero(md->bm, SB_BLOCK, &sb_validator, &b);
+	r = dm_bm_write_lock_zero(md->bm, SB_BLOCK, &sb_validator.v, &b);
 	if (r)
 		return r;
 
@@ -242,7 +204,7 @@ static int open_device(struct clone_md *md)
 	struct dm_block *b;
 	int r;
 
-	r = dm_bm_read_lock(md->bm, SB_BLOCK, &sb_validator, &b);
+	r = dm_bm_read_lock(md->bm, SB_BLOCK, &sb_validator.v, &b);
 	if (r) {
 		DMERR("cannot read the superblock: %d", r);
 		return r;

@@ -31,6 +31,9 @@
 
 #define DM_MSG_PREFIX "dmkit-era"
 
+/* After DM_MSG_PREFIX: its validator logs with DMERR. */
+#include "dmkit-sb.h"
+
 #define ERA_SB_LOCATION 0
 #define ERA_SB_MAGIC 2126579579ULL
 #define ERA_SB_CSUM_SALT 146538381
@@ -180,50 +183,8 @@ static dm_block_t writeset_blocks(struct era_md *md, u32 nr_blocks)
  * Superblock validation
  *--------------------------------------------------------------*/
 
-static u32 sb_checksum(struct era_superblock_disk *sb, size_t block_size)
-{
-	return dm_bm_checksum(&sb->flags, block_size - sizeof(sb->csum), ERA_SB_CSUM_SALT);
-}
-
-static void sb_prepare_for_write(struct dm_block_validator *v, struct dm_block *b, size_t block_size)
-{
-	struct era_superblock_disk *sb = dm_block_data(b);
-
-	sb->blocknr = cpu_to_le64(dm_block_location(b));
-	sb->csum = cpu_to_le32(sb_checksum(sb, block_size));
-}
-
-static int sb_check(struct dm_block_validator *v, struct dm_block *b, size_t block_size)
-{
-	struct era_superblock_disk *sb = dm_block_data(b);
-	u64 where = dm_block_location(b);
-
-	if (le64_to_cpu(sb->blocknr) != where) {
-		DMERR("superblock in block %llu says it is block %llu",
-		      where, le64_to_cpu(sb->blocknr));
-		return -ENOTBLK;
-	}
-	if (le64_to_cpu(sb->magic) != ERA_SB_MAGIC) {
-		DMERR("block %llu is not an era superblock (magic %llu)", where, le64_to_cpu(sb->magic));
-		return -EILSEQ;
-	}
-	if (le32_to_cpu(sb->csum) != sb_checksum(sb, block_size)) {
-		DMERR("superblock in block %llu has a bad checksum", where);
-		return -EILSEQ;
-	}
-	if (le32_to_cpu(sb->version) != ERA_SB_VERSION) {
-		DMERR("era metadata version %u is not supported (only %u)",
-		      le32_to_cpu(sb->version), ERA_SB_VERSION);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static struct dm_block_validator sb_validator = {
-	.name = "era-superblock",
-	.prepare_for_write = sb_prepare_for_write,
-	.check = sb_check,
-};
+DMKIT_SB_HEAD_CHECK(struct era_superblock_disk);
+DMKIT_SB_VALIDATOR(sb_validator, "era", ERA_SB_MAGIC, ERA_SB_CSUM_SALT, ERA_SB_VERSION, ERA_SB_VERSION);
 
 /*----------------------------------------------------------------
  * Value types
@@ -387,7 +348,7 @@ static int write_superblock(struct era_md *md, bool publish)
 		return r;
 	}
 
-	r = dm_bm_write_lock_zero(md->bm, ERA_SB_LOCATION, &sb_validator, &sb_block);
+	r = dm_bm_write_lock_zero(md->bm, ERA_SB_LOCATION, &sb_validator.v, &sb_block);
 	if (r) {
 		DMERR("locking the superblock failed: %d", r);
 		return r;
@@ -484,7 +445,7 @@ static int load_metadata(struct era_md *md, const char **error)
 	struct dm_block *b;
 	int r;
 
-	r = dm_bm_read_lock(md->bm, ERA_SB_LOCATION, &sb_validator, &b);
+	r = dm_bm_read_lock(md->bm, ERA_SB_LOCATION, &sb_validator.v, &b);
 	if (r) {
 		*error = "Cannot read the metadata superblock";
 		return r;
@@ -917,7 +878,7 @@ static int clone_superblock(struct era_md *md)
 	r = dm_sm_inc_block(md->sm, ERA_SB_LOCATION);
 	if (r)
 		return r;
-	r = dm_tm_shadow_block(md->tm, ERA_SB_LOCATION, &sb_validator, &copy, &children_shared);
+	r = dm_tm_shadow_block(md->tm, ERA_SB_LOCATION, &sb_validator.v, &copy, &children_shared);
 	if (r) {
 		dm_sm_dec_block(md->sm, ERA_SB_LOCATION);
 		return r;
@@ -971,7 +932,7 @@ int era_md_drop_snap(struct era_md *md)
 	if (!era_md_snap_held(md))
 		return -EINVAL;
 
-	r = dm_tm_read_lock(md->tm, where, &sb_validator, &copy);
+	r = dm_tm_read_lock(md->tm, where, &sb_validator.v, &copy);
 	if (r) {
 		DMERR("reading the metadata snapshot in block %llu failed: %d", where, r);
 		return r;
