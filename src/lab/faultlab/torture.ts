@@ -309,7 +309,8 @@ async function runProfile(ctx: LabContext, dm: DeviceMapper, p: TortureProfile, 
       if (!(await dm.list()).some((d) => d.name === name)) break;
     }
     await dm.remove({ name }, { retry: true });
-    const leaked = (await dm.list()).filter((d) => d.name.startsWith('tt-') && !d.name.endsWith('-meta'));
+    // The devices this component makes (the rig's own, under the rig's scope, go when it closes).
+    const leaked = (await dm.list()).filter((d) => d.name === name || d.name === `${name}-layer`);
     if (leaked.length) ctx.fail({ component: 'torture', target: p.type, seed: ctx.seed, detail: `devices left behind: ${leaked.map((d) => d.name).join(', ')}` });
     ctx.log(`${p.type}: ${suspends} suspend cycles, ${reloads} reload races under IO`);
   } finally {

@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { DeviceMapper, type TargetLine } from '../../../dm';
 import { eraWrittenBlocks, readCloneMetadata, readEraMetadata } from '../../../pdata/reader';
-import { clone } from '../../../targets';
+import { readCow } from '../../../pdata/snapshot-cow';
+import { cache, clone, snapshot } from '../../../targets';
 import { readDirect, writeDirect, ramdisks, Scope, zero, type BlockDevice } from '../../../testing';
 import { createDevice } from '../../../testing/dmsetup';
 import { bytes, sectors, targetBlocks } from '../../../units';
@@ -192,9 +193,131 @@ function cloneProfile(type: 'clone' | 'dmkit-clone', knownUpstream?: string): To
   };
 }
 
+/*----------------------------------------------------------------
+ * snapshot family: the origin under the storm, a snapshot beside it
+ *--------------------------------------------------------------*/
+
+const SNAP_ORIGIN_MIB = 8n;
+const SNAP_COW_MIB = 12n; // every origin chunk fits, with its exception areas: the snapshot never fills
+const SNAP_CHUNK = 8n; // sectors
+
+/*
+ * The device under the storm is the origin target, with one persistent snapshot taken of the base data
+ * before the case: every write copies its chunk into the COW device first, so suspends, preloads (a
+ * second origin table registered on the same block device), reloads and handovers race chunk copies and
+ * exception commits. The snapshot keeps its own device. Its contract: it reads the base data in every
+ * sector, whatever the origin went through, and its COW store is valid (our reader: header, exception
+ * areas, no chunk twice, every old chunk inside the origin). The target takes no messages.
+ */
+function originProfile(type: 'snapshot-origin' | 'dmkit-origin', snapType: 'snapshot' | 'dmkit-snapshot', knownUpstream?: string): TortureProfile {
+  return {
+    type,
+    ...(knownUpstream ? { knownUpstream } : {}),
+    makeRig(scope: Scope): TortureRig {
+      const [origin, cow] = ramdisks(scope, 2, bytes(SNAP_COW_MIB * MiB)) as [BlockDevice, BlockDevice];
+      zero(cow.path, bytes(64 * 1024));
+      const nrSectors = Number((SNAP_ORIGIN_MIB * MiB) / 512n);
+      const originLine = `0 ${nrSectors} linear ${origin.path} 0`;
+      const base = createDevice(scope, `tt-${type}-base`, originLine).path;
+      SectorModel.fillBase(base, nrSectors, BASE_SEED);
+      const snapLine = snapshot.line(
+        { origin: base, cow: cow.path, store: 'P', chunkSize: sectors(SNAP_CHUNK) },
+        { start: sectors(0), length: sectors(BigInt(nrSectors)), type: snapType },
+      );
+      const snap = createDevice(scope, `tt-${type}-snap`, `${snapLine.start} ${snapLine.length} ${snapLine.type} ${snapLine.params}`).path;
+      const line = (): TargetLine => ({ start: sectors(0), length: sectors(BigInt(nrSectors)), type, params: base });
+      const cowImage = (): Buffer => readDirect(cow.path, 0n, SNAP_COW_MIB * MiB, MiB);
+      return {
+        nrSectors,
+        line,
+        variant: line,
+        message: () => undefined,
+        metadataImage: cowImage,
+        checkMetadata() {
+          const problems: string[] = [];
+          try {
+            const img = readCow(cowImage(), { chunkSize: sectors(SNAP_CHUNK), originSectors: sectors(BigInt(nrSectors)) });
+            if (img.state !== 'valid') problems.push(`the snapshot's COW store is ${img.state}`);
+          } catch (e) {
+            problems.push(`the snapshot's COW store does not pass our reader: ${(e as Error).message}`);
+          }
+          // The snapshot was taken of the base data: it must read nothing written to the origin since.
+          problems.push(...new SectorModel(nrSectors, BASE_SEED).checkAll(snap).map((p) => `the snapshot: ${p}`));
+          return problems;
+        },
+      };
+    },
+  };
+}
+
+/*----------------------------------------------------------------
+ * cache
+ *--------------------------------------------------------------*/
+
+const CACHE_ORIGIN_MIB = 16n;
+const CACHE_FAST_MIB = 2n; // 64 blocks of 32 KiB for a 512-block origin: promotions and demotions all the time
+const CACHE_META_MIB = 4n;
+const CACHE_BLOCK = 64n; // sectors
+
+/*
+ * dmkit-cache in writeback over an origin 8 times the cache, so the writers promote, demote and leave
+ * dirty blocks all the time. Preloads load the inactive table on the same three devices (LVM's way, the
+ * race the shared-metadata fix is about), reloads change the mode and the policy (writeback/writethrough,
+ * dmkit-lru/cleaner), messages set migration_threshold. The metadata must pass cache_check once the device
+ * is gone (on a raw copy while a table holds it).
+ */
+function cacheProfile(type: 'cache' | 'dmkit-cache', knownUpstream?: string): TortureProfile {
+  return {
+    type,
+    ...(knownUpstream ? { knownUpstream } : {}),
+    makeRig(scope: Scope): TortureRig {
+      const [origin, fast, metaDisk, copyDisk] = ramdisks(scope, 4, bytes(CACHE_ORIGIN_MIB * MiB)) as [BlockDevice, BlockDevice, BlockDevice, BlockDevice];
+      const meta = createDevice(scope, `tt-${type}-meta`, `0 ${Number((CACHE_META_MIB * MiB) / 512n)} linear ${metaDisk.path} 0`).path;
+      const cdev = createDevice(scope, `tt-${type}-fast`, `0 ${Number((CACHE_FAST_MIB * MiB) / 512n)} linear ${fast.path} 0`).path;
+      zero(meta, bytes(64 * 1024));
+      const nrSectors = Number((CACHE_ORIGIN_MIB * MiB) / 512n);
+      SectorModel.fillBase(origin.path, nrSectors, BASE_SEED);
+      const make = (o: { mode?: 'writeback' | 'writethrough'; policy?: string }): TargetLine =>
+        cache.line(
+          {
+            metadataDevice: meta,
+            cacheDevice: cdev,
+            originDevice: origin.path,
+            blockSize: sectors(CACHE_BLOCK),
+            ioMode: o.mode ?? 'writeback',
+            policy: o.policy ?? (type === 'dmkit-cache' ? 'dmkit-lru' : 'smq'),
+          },
+          { start: sectors(0), length: sectors(BigInt(nrSectors)), type },
+        );
+      const image = (): Buffer => readDirect(meta, 0n, CACHE_META_MIB * MiB, MiB);
+      return {
+        nrSectors,
+        line: () => make({}),
+        variant(rand) {
+          const r = rand();
+          if (r < 0.4) return make({ mode: 'writethrough' });
+          if (r < 0.7) return make({ policy: 'cleaner' });
+          return make({ mode: 'writeback' });
+        },
+        message: (rand) => `migration_threshold ${256 * (1 + Math.floor(rand() * 16))}`,
+        metadataImage: image,
+        checkMetadata(_model, opts) {
+          if (!opts?.held) return checkerProblem('cache_check', [meta]);
+          writeDirect(copyDisk.path, 0n, image());
+          return checkerProblem('cache_check', [copyDisk.path]);
+        },
+      };
+    },
+  };
+}
+
 export const PROFILES: readonly TortureProfile[] = [
   eraProfile('dmkit-era'),
   cloneProfile('dmkit-clone'),
+  originProfile('dmkit-origin', 'dmkit-snapshot'),
+  cacheProfile('dmkit-cache'),
   eraProfile('era', 'drivers/md/dm-era-target.c: no fail mode after a metadata error, metadata read at table load'),
   cloneProfile('clone', 'drivers/md/dm-clone-target.c: clone_ctr reads the metadata at table load (dm_clone_metadata_open)'),
+  originProfile('snapshot-origin', 'snapshot', 'drivers/md/dm-snap.c'),
+  cacheProfile('cache', 'drivers/md/dm-cache-target.c: two metadata objects on one metadata device when LVM preloads a table'),
 ];
