@@ -18,6 +18,7 @@ import { caseSeed, prng, type Component, type LabContext } from './types';
 import { blockRoles, describeMap, mapImage, MAGIC, type ImageMap, type Role } from './corrupt/format';
 import { buildCase, describe, findCase, plan, type CaseSpec, type Corruption } from './corrupt/mutate';
 import { knownPanic, runKnownPanics } from './corrupt/known';
+import { runSnapshotTarget, SNAPSHOT_LAB_TYPES } from './corrupt/snapshot';
 import {
   available,
   caseIo,
@@ -355,6 +356,17 @@ export const component: Component = {
           continue;
         }
         const r = await runTarget(ctx, dm, type, only);
+        images += r.images;
+        known += r.known;
+      }
+      // The snapshot family: COW images rather than persistent-data metadata (corrupt/snapshot.ts).
+      for (const type of SNAPSHOT_LAB_TYPES) {
+        if (!ctx.wants(type)) continue;
+        if (!(await available(dm, type))) {
+          ctx.log(`${type}: target not registered here, skipped`);
+          continue;
+        }
+        const r = await runSnapshotTarget(ctx, dm, type, only);
         images += r.images;
         known += r.known;
       }
