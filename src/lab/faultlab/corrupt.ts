@@ -362,6 +362,10 @@ export const component: Component = {
       // The snapshot family: COW images rather than persistent-data metadata (corrupt/snapshot.ts).
       for (const type of SNAPSHOT_LAB_TYPES) {
         if (!ctx.wants(type)) continue;
+        if (type === 'snapshot' && ctx.scale === 'ci' && !only) {
+          ctx.log('snapshot (in-tree): release scale only (CI\'s budget; 34 images, about 35 s)');
+          continue;
+        }
         if (!(await available(dm, type))) {
           ctx.log(`${type}: target not registered here, skipped`);
           continue;

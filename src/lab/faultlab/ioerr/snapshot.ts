@@ -231,7 +231,7 @@ export async function runSnapshotIoerr(ctx: LabContext, rig: Rig, target: SnapIo
       const count = kind === 'writes' ? ref.writes : ref.flushes;
       const started = Date.now();
       let failed = 0;
-      const ns = pointsOf(count, ctx.scale, 8);
+      const ns = pointsOf(count, ctx.scale, 5);
       for (const n of ns) {
         const p = { target, kind, n };
         const r = await runCase(rig, family, ops, p);
