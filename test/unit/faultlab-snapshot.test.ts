@@ -67,3 +67,32 @@ test('planCases: field cases and random ones, each a real change, seeds stable',
   for (const c of a) assert.ok(!c.image.equals(good), c.what);
   assert.ok(planCases(good, 1, 'snapshot', 'ci').every((c) => !/chunk_size := (2097152|2147483648)$/.test(c.what)));
 });
+
+import { coverage, oracle, type Op } from '../../src/lab/faultlab/crash/snapshot';
+import { patternBuffer } from '../../src/testing';
+
+test('crash oracle: a snapshot showing a later origin write, and a lost fsync\'d write, are caught', () => {
+  const ORIGIN = 2 << 20;
+  const base = 7;
+  const ops: Op[] = [
+    { on: -1, start: 0, length: 8, seed: 100, fsync: true },
+    { on: 0, start: 16, length: 8, seed: 101, fsync: true },
+  ];
+  const cov = coverage(ops, 1);
+  const origin = patternBuffer(base, sectors(0n), ORIGIN / 512);
+  const cow = formatCow(sectors(8), 1 << 20, [{ oldChunk: targetBlocks(0n), newChunk: targetBlocks(2n) }, { oldChunk: targetBlocks(2n), newChunk: targetBlocks(3n) }]);
+  patternBuffer(base, sectors(0n), 8).copy(cow, 2 * 4096); // chunk 0 as it was
+  patternBuffer(101, sectors(16n), 8).copy(cow, 3 * 4096); // the snapshot's own write
+  patternBuffer(100, sectors(0n), 8).copy(origin, 0); // the origin write after the snapshot
+  const image = Buffer.concat([origin, cow]);
+  assert.deepEqual(oracle(image, ops, cov, 1, base, 2), []);
+  // The COW copy of chunk 0 holding the origin's new data: the snapshot shows a later origin write.
+  const bad = Buffer.from(image);
+  patternBuffer(100, sectors(0n), 8).copy(bad, ORIGIN + 2 * 4096);
+  assert.match(oracle(bad, ops, cov, 1, base, 2).join(), /origin after the snapshot was taken/);
+  // The origin without its fsync'd write once op 1's mark is durable.
+  const lost = Buffer.from(image);
+  patternBuffer(base, sectors(0n), 8).copy(lost, 0);
+  assert.match(oracle(lost, ops, cov, 1, base, 2).join(), /lost op 0's fsync'd write/);
+  assert.deepEqual(oracle(lost, ops, cov, 1, base, 0), [], 'not yet durable: either is fine');
+});

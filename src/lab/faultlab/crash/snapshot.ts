@@ -40,7 +40,7 @@ export interface SnapCrashDisks {
   log: string;
 }
 
-type Op = { on: number; start: number; length: number; seed: number; fsync: boolean }; // on: -1 origin, k snapshot k
+export type Op = { on: number; start: number; length: number; seed: number; fsync: boolean }; // on: -1 origin, k snapshot k
 
 function workload(seed: number, ops: number, snaps: number): Op[] {
   const rand = prng(seed);
@@ -55,9 +55,9 @@ function workload(seed: number, ops: number, snaps: number): Op[] {
 }
 
 /** Per device (-1 origin, k snapshot k), per sector: the ops writing it, in order. */
-type Coverage = Map<number, number[][]>;
+export type Coverage = Map<number, number[][]>;
 
-function coverage(ops: readonly Op[], snaps: number): Coverage {
+export function coverage(ops: readonly Op[], snaps: number): Coverage {
   const cov: Coverage = new Map();
   for (let on = -1; on < snaps; on++) cov.set(on, Array.from({ length: ORIGIN_SECTORS }, () => []));
   for (const [i, op] of ops.entries()) for (let s = op.start; s < op.start + op.length; s++) cov.get(op.on)![s]!.push(i);
@@ -65,7 +65,7 @@ function coverage(ops: readonly Op[], snaps: number): Coverage {
 }
 
 /** The contract on one crash image; `durableOps` = ops whose following mark is durable. */
-function oracle(image: Buffer, ops: readonly Op[], cov: Coverage, snaps: number, baseSeed: number, durableOps: number): string[] {
+export function oracle(image: Buffer, ops: readonly Op[], cov: Coverage, snaps: number, baseSeed: number, durableOps: number): string[] {
   const problems: string[] = [];
   const check = (view: Buffer, on: number, what: string): void => {
     const perSector = cov.get(on)!;
