@@ -6,6 +6,8 @@
  * degraded mode (Error/Fail/ro/needs_check), or a device that works — never an oops (the VM lab catches
  * those), a hang (60 s watchdog per step), or a read that returns another block's data. The checker
  * (era_check/cache_check) runs on every image and must flag every checksum-breaking corruption.
+ * The snapshot family (dmkit-snapshot; the in-tree snapshot at release scale) corrupts COW images instead,
+ * with its own contract and the overflow race of fix (d): corrupt/snapshot.ts.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';

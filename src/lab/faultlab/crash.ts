@@ -1,7 +1,8 @@
 /**
  * Lab component 'crash': recorded workloads replayed to crash states (every FLUSH/FUA point or crash mark,
  * subsets of the pending writes, torn 4 KiB writes), each checked against the target's durability
- * contract in user space, a sample recovered in the kernel. See crash/era.ts and crash/clone.ts.
+ * contract in user space, a sample recovered in the kernel. See crash/era.ts, crash/clone.ts and
+ * crash/snapshot.ts (the snapshot family: user space only, the in-tree snapshot at release scale).
  */
 import { DeviceMapper } from '../../dm';
 import { setCloneThrottle, type CloneType } from '../../testing/clone-scenarios';
