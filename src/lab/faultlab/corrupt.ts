@@ -6,6 +6,8 @@
  * degraded mode (Error/Fail/ro/needs_check), or a device that works — never an oops (the VM lab catches
  * those), a hang (60 s watchdog per step), or a read that returns another block's data. The checker
  * (era_check/cache_check) runs on every image and must flag every checksum-breaking corruption.
+ * The snapshot family (dmkit-snapshot; the in-tree snapshot at release scale) corrupts COW images instead,
+ * with its own contract and the overflow race of fix (d): corrupt/snapshot.ts.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -18,6 +20,7 @@ import { caseSeed, prng, type Component, type LabContext } from './types';
 import { blockRoles, describeMap, mapImage, MAGIC, type ImageMap, type Role } from './corrupt/format';
 import { buildCase, describe, findCase, plan, type CaseSpec, type Corruption } from './corrupt/mutate';
 import { knownPanic, runKnownPanics } from './corrupt/known';
+import { runSnapshotTarget, SNAPSHOT_LAB_TYPES } from './corrupt/snapshot';
 import {
   available,
   caseIo,
@@ -355,6 +358,21 @@ export const component: Component = {
           continue;
         }
         const r = await runTarget(ctx, dm, type, only);
+        images += r.images;
+        known += r.known;
+      }
+      // The snapshot family: COW images rather than persistent-data metadata (corrupt/snapshot.ts).
+      for (const type of SNAPSHOT_LAB_TYPES) {
+        if (!ctx.wants(type)) continue;
+        if (type === 'snapshot' && ctx.scale === 'ci' && !only) {
+          ctx.log('snapshot (in-tree): release scale only (CI\'s budget; 34 images, about 35 s)');
+          continue;
+        }
+        if (!(await available(dm, type))) {
+          ctx.log(`${type}: target not registered here, skipped`);
+          continue;
+        }
+        const r = await runSnapshotTarget(ctx, dm, type, only);
         images += r.images;
         known += r.known;
       }

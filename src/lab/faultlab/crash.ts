@@ -1,7 +1,8 @@
 /**
  * Lab component 'crash': recorded workloads replayed to crash states (every FLUSH/FUA point or crash mark,
  * subsets of the pending writes, torn 4 KiB writes), each checked against the target's durability
- * contract in user space, a sample recovered in the kernel. See crash/era.ts and crash/clone.ts.
+ * contract in user space, a sample recovered in the kernel. See crash/era.ts, crash/clone.ts and
+ * crash/snapshot.ts (the snapshot family: user space only, the in-tree snapshot at release scale).
  */
 import { DeviceMapper } from '../../dm';
 import { setCloneThrottle, type CloneType } from '../../testing/clone-scenarios';
@@ -10,10 +11,12 @@ import { bytes } from '../../units';
 import { cloneCrashWorkload } from './crash/clone';
 import { eraCrashWorkload } from './crash/era';
 import { crashPlan, MiB } from './crash/rig';
+import { snapshotCrashWorkload } from './crash/snapshot';
 import { caseSeed, Component, Counters, LabContext } from './types';
 
 const ERA_TYPES = ['era', 'dmkit-era'];
 const CLONE_TYPES = ['dmkit-clone', 'clone'];
+const SNAPSHOT_TYPES = ['dmkit-snapshot', 'snapshot'];
 
 function cloneThrottle(type: string): (percent: number) => void {
   return (percent) => setCloneThrottle(type as CloneType, percent);
@@ -50,6 +53,19 @@ export const component: Component = {
           got.crash_states_kernel += c.kernel;
           got.known_upstream += c.known;
           if (only) break;
+        }
+      }
+      // The snapshot family (crash/snapshot.ts): one workload with 1 snapshot and one with 4 per target.
+      const snapPlan = ctx.scale === 'ci' ? { ...crashPlan('ci', 'era'), maxStates: 300 } : crashPlan('release', 'era');
+      for (const type of SNAPSHOT_TYPES) {
+        if (!ctx.wants(type) || (type === 'snapshot' && ctx.scale === 'ci' && !only) || !(await dm.hasTarget(type))) continue; // in-tree: release scale (CI's budget)
+        for (const snaps of [1, 4]) {
+          for (let w = 0; w < (ctx.scale === 'ci' ? 1 : 20); w++) {
+            const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}-${snaps}`, w);
+            const c = await snapshotCrashWorkload(ctx, dm, type, { rec, log }, seed, snaps, ctx.scale === 'ci' && snaps > 1 ? { ...snapPlan, ops: 8 } : snapPlan);
+            got.crash_states += c.states;
+            if (only) break;
+          }
         }
       }
     } finally {

@@ -34,6 +34,7 @@ import type { Driver } from './ioerr/driver';
 import { EraDriver, eraWorkload, type EraOp } from './ioerr/era';
 import { describePoint, FAMILIES, IOERR_TARGETS, type IoerrTarget, type Layout, MetaRig, pointFromSeed, pointSeed, type Point } from './ioerr/index';
 import { removeIfThere, zeroDevice } from './ioerr/rig';
+import { runSnapshotIoerr, SNAP_IOERR_TARGETS, snapPointFromSeed } from './ioerr/snapshot';
 import * as fs from 'node:fs';
 
 const MiB = 1 << 20;
@@ -217,11 +218,24 @@ async function runTarget(ctx: LabContext, rigs: Rigs, type: IoerrTarget, only?: 
 export const component: Component = {
   name: 'ioerr',
   async run(ctx, only) {
-    const point = only ? pointFromSeed(only.seed) : undefined;
-    if (only && !point) throw new Error(`case seed ${only.seed} does not name an ioerr injection point`);
+    const snapPoint = only ? snapPointFromSeed(only.seed) : undefined;
+    const point = only && !snapPoint ? pointFromSeed(only.seed) : undefined;
+    if (only && !point && !snapPoint) throw new Error(`case seed ${only.seed} does not name an ioerr injection point`);
     let points = 0;
     await withRigs(async (rigs) => {
+      // The snapshot family (ioerr/snapshot.ts): EIO at A's COW writes and flushes; the in-tree target at release scale.
+      for (const type of SNAP_IOERR_TARGETS) {
+        if (only && snapPoint?.target !== type) continue;
+        if (!only && (!ctx.wants(type) || (type === 'snapshot' && ctx.scale === 'ci'))) continue;
+        if (!(await registered(rigs.dm, type))) {
+          ctx.log(`${type}: not registered in this kernel, skipped`);
+          continue;
+        }
+        const rig = { dm: rigs.dm, meta: rigs.meta, origin: rigs.origin, bBacking: rigs.cloneDest };
+        points += await runSnapshotIoerr(ctx, rig, type, caseSeed(ctx.seed, 'ioerr', 10 + SNAP_IOERR_TARGETS.indexOf(type)), snapPoint ?? undefined);
+      }
       for (const type of IOERR_TARGETS) {
+        if (snapPoint) continue;
         if (point && point.target !== type) continue;
         if (!point && !ctx.wants(type)) continue;
         if (!(await registered(rigs.dm, type))) {
