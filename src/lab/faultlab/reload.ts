@@ -99,7 +99,7 @@ async function cacheRaces(ctx: LabContext, only?: { seed: number }): Promise<num
   try {
     if (!ctx.wants(type) || !(await dm.hasTarget(type))) return 0;
     const seed = only?.seed ?? caseSeed(ctx.seed, `reload-${type}`, 0);
-    const rounds = ctx.scale === 'release' ? 40 : 4;
+    const rounds = ctx.scale === 'release' ? 40 : 3;
     const started = Date.now();
     try {
       const r = await cachePreloadRace(dm, rounds, seed);
