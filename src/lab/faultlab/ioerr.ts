@@ -50,7 +50,7 @@ interface Sizing {
 }
 
 const SIZING: Record<'ci' | 'release', Sizing> = {
-  ci: { eraRounds: 1, eraPerRound: 6, cloneRounds: 2, clonePartials: 3, cacheRounds: 2 }, // one era round: CI's 60-minute budget
+  ci: { eraRounds: 1, eraPerRound: 6, cloneRounds: 2, clonePartials: 3, cacheRounds: 1 }, // one era round: CI's 60-minute budget
   release: { eraRounds: 8, eraPerRound: 12, cloneRounds: 8, clonePartials: 5, cacheRounds: 8 },
 };
 
@@ -88,7 +88,7 @@ function targetFor(ctx: LabContext, rigs: Rigs, type: IoerrTarget): Target {
   if (type === 'dmkit-cache') {
     // The clone's destination disk is free while the cache runs: its first 512 KiB are the cache device.
     const driver = new CacheDriver(rigs.dm, rigs.meta, rigs.origin, rigs.cloneDest, dataSectors, (seed ^ 0xcac4e) >>> 0);
-    return { driver, ops: cacheWorkload(seed, sz.cacheRounds, 4), prepare: () => driver.prepare() };
+    return { driver, ops: cacheWorkload(seed, sz.cacheRounds, sz.cacheRounds > 1 ? 4 : 6), prepare: () => driver.prepare() };
   }
   const driver = new EraDriver(rigs.dm, type, rigs.meta, rigs.origin, dataSectors);
   return { driver, ops: eraWorkload(seed, driver.nrBlocks, sz.eraRounds, sz.eraPerRound), prepare: () => undefined };
