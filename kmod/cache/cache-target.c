@@ -637,8 +637,12 @@ static void process_flush(struct cache *c, struct bio *bio)
 	int r;
 
 	wait_idle(c);
+	/*
+	 * A commit that failed has switched the metadata to read-only or fail mode by now; the flush must
+	 * still fail, or writes it covers that only the failed transaction mapped would count as durable.
+	 */
 	r = commit(c, false);
-	if (r && c->mode == CACHE_MODE_WRITE) {
+	if (r) {
 		bio->bi_status = errno_to_blk_status(r);
 		bio_endio(bio);
 		return;

@@ -51,6 +51,10 @@ import {
   type MergeProgress,
   type RangeUnit,
   type SnapshotFamily,
+  attachCache,
+  CacheWorkflowError,
+  detachCache,
+  type DetachProgress,
 } from '../workflows';
 import { checkEra } from '../pdata/era-changed';
 
@@ -636,6 +640,23 @@ async function hydrateCommand(ctx: CommandContext, a: HydrateArgs): Promise<void
 
 // ---- cache ----
 
+function cleanBar(p: DetachProgress, width = 30): string {
+  const done = p.total - p.dirty;
+  const filled = p.total > 0n ? Number((done * BigInt(width)) / p.total) : width;
+  const pct = p.total > 0n ? Number((done * 1000n) / p.total) / 10 : 100;
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${p.total} dirty blocks written back (${pct.toFixed(1)}%)`;
+}
+
+async function cacheStep<T>(body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (e) {
+    if (!(e instanceof CacheWorkflowError)) throw e;
+    const exit = e.code === 'ERR_CACHE_NOT_LINEAR' || e.code === 'ERR_CACHE_NOT_CACHE' ? ExitCode.USAGE : ExitCode.FAILED;
+    throw new CliError(e.message, e.code, exit);
+  }
+}
+
 const IO_MODES: readonly CacheIoMode[] = ['writeback', 'writethrough', 'passthrough'];
 
 const cacheCommands = (y: Argv, schedule: Schedule): Argv => {
@@ -684,6 +705,75 @@ const cacheCommands = (y: Argv, schedule: Schedule): Argv => {
             ),
           ),
         );
+      },
+    )
+    .command(
+      'attach <name>',
+      'Put a cache in front of NAME, a linear device over its origin: the same device, now a cache (fresh metadata)',
+      (b) =>
+        b
+          .positional('name', nameArg)
+          .option('metadata', { type: 'string', demandOption: true, requiresArg: true, describe: 'metadata device (its superblock is zeroed)' })
+          .option('cache', { type: 'string', demandOption: true, requiresArg: true, describe: 'fast cache device' })
+          .option('block-size', { type: 'string', demandOption: true, requiresArg: true, describe: 'cache block size in sectors (a multiple of 64)' })
+          .option('mode', { type: 'string', choices: IO_MODES, default: 'writeback', describe: 'io mode' })
+          .option('policy', { type: 'string', requiresArg: true, describe: 'cache policy (default: default)' })
+          .option('metadata2', { type: 'boolean', default: false, describe: 'use the version 2 metadata format' })
+          .option('dmkit', { type: 'boolean', describe: 'use dmkit-cache (default when the kernel has it)' })
+          .option('in-tree', { type: 'boolean', describe: 'use the in-tree cache target' })
+          .conflicts('dmkit', 'in-tree')
+          .option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name: string; metadata: string; cache: string; blockSize: string; mode: CacheIoMode; policy?: string; metadata2: boolean; dmkit?: boolean; inTree?: boolean; json: boolean };
+        schedule('cache attach', async (ctx) => {
+          const blockSize = parseSectors(a.blockSize, '--block-size');
+          // Checked before root or the control device: a bad block size is a usage error.
+          cache.normalize({ metadataDevice: a.metadata, cacheDevice: a.cache, originDevice: '0:0', blockSize, ioMode: a.mode, policy: a.policy });
+          const dm = await ctx.dm();
+          const type = a.inTree ? 'cache' : a.dmkit ? 'dmkit-cache' : await dm.targetVersion('dmkit-cache').then(() => 'dmkit-cache' as const, () => 'cache' as const);
+          const r = await cacheStep(() =>
+            attachCache(dm, { name: a.name, metadata: a.metadata, cacheDevice: a.cache, blockSize, type, ioMode: a.mode, policy: a.policy, metadata2: a.metadata2 }),
+          );
+          const table = `${r.table.start} ${r.table.length} ${r.table.type} ${r.table.params}`;
+          if (a.json) ctx.printJson({ name: r.name, origin: r.origin, table });
+          else ctx.print(`${r.name}: cache attached in front of ${r.origin}; now ${table}`);
+        });
+      },
+    )
+    .command(
+      'detach <name>',
+      'Take the cache away from NAME: the cleaner writes every dirty block back (progress bar), then NAME becomes linear on its origin',
+      (b) =>
+        b
+          .positional('name', nameArg)
+          .option('timeout', { type: 'string', requiresArg: true, describe: 'give up after this many seconds (the cleaner goes on)' })
+          .option('json', jsonOpt),
+      (argv) => {
+        const a = argv as unknown as { name: string; timeout?: string; json: boolean };
+        schedule('cache detach', async (ctx) => {
+          if (a.timeout !== undefined && !/^\d+$/.test(a.timeout)) throw usageError(`--timeout must be a whole number of seconds, got ${JSON.stringify(a.timeout)}`);
+          const dm = await ctx.dm();
+          const tty = process.stderr.isTTY === true;
+          let lastLine = 0;
+          const r = await cacheStep(() =>
+            detachCache(dm, {
+              name: a.name,
+              ...(a.timeout !== undefined ? { timeoutMs: Number(a.timeout) * 1000 } : {}),
+              onProgress: (p) => {
+                if (tty) ctx.runtime.stderr(`\r${cleanBar(p)}\x1b[K`);
+                else if (Date.now() - lastLine >= 1000 || p.dirty === 0n) {
+                  lastLine = Date.now();
+                  ctx.runtime.stderr(`${a.name}: ${cleanBar(p)}\n`);
+                }
+              },
+            }),
+          );
+          if (tty) ctx.runtime.stderr('\n');
+          const table = `${r.table.start} ${r.table.length} ${r.table.type} ${r.table.params}`;
+          const seconds = Math.round(r.seconds * 1000) / 1000;
+          if (a.json) ctx.printJson({ name: r.name, origin: r.origin, flushed: r.flushed.toString(), seconds, table });
+          else ctx.print(`${r.name}: ${r.flushed} dirty blocks written back in ${seconds} s; now ${table}`);
+        });
       },
     )
     .command(
@@ -905,7 +995,7 @@ export const targetCommands: CommandGroup = (y, schedule) => {
   for (const g of [
     group('era', 'dm-era: changed-block tracking (create, checkpoint, metadata-snap, changed, status)', eraCommands),
     group('clone', 'dm-clone: instant restore with background hydration (create, hydrate, hydration, status)', cloneCommands),
-    group('cache', 'dm-cache: a fast device in front of a slow one (create, migration-threshold, status)', cacheCommands),
+    group('cache', 'dm-cache: a fast device in front of a slow one (create, attach, detach, migration-threshold, status)', cacheCommands),
     group('snapshot', 'dm-snapshot: copy-on-write snapshots (create, merge, remove, status, origin)', snapshotCommands),
   ]) {
     y = g(y, schedule);

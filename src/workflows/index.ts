@@ -4,3 +4,4 @@ export * from './era-backup';
 export * from './snapshot';
 export * from './backup';
 export * from './copy';
+export * from './cache-attach';

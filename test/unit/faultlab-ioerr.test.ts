@@ -78,3 +78,30 @@ describe('ioerr workloads', () => {
     }
   });
 });
+
+describe('ioerr dmkit-cache workload', () => {
+  test('seeded: rounds of 4 KiB writes inside one cache block, a whole-block read and a flush', async () => {
+    const { cacheWorkload, CACHE_BLOCK_SECTORS } = await import('../../src/lab/faultlab/ioerr/cache');
+    const ops = cacheWorkload(7, 3, 4);
+    assert.deepEqual(ops, cacheWorkload(7, 3, 4), 'same seed, same ops');
+    assert.notDeepEqual(ops, cacheWorkload(8, 3, 4));
+    assert.equal(ops.length, 3 * 6);
+    for (let r = 0; r < 3; r++) {
+      assert.equal(ops[r * 6 + 4]!.kind, 'read');
+      assert.equal(ops[r * 6 + 5]!.kind, 'flush');
+    }
+    for (const op of ops) {
+      if (op.kind !== 'write') continue;
+      assert.equal(op.length, 8);
+      assert.equal(op.start % 8, 0);
+      assert.equal(Math.floor(op.start / CACHE_BLOCK_SECTORS), Math.floor((op.start + op.length - 1) / CACHE_BLOCK_SECTORS), 'one cache block');
+      assert.ok(op.start + op.length <= 48 * CACHE_BLOCK_SECTORS, 'within the hot blocks');
+    }
+  });
+
+  test('a dmkit-cache point round-trips through its seed', () => {
+    assert.ok(IOERR_TARGETS.includes('dmkit-cache'));
+    const p: Point = { target: 'dmkit-cache', layout: 'split', kind: 'flushes', mode: 'error', n: 6 };
+    assert.deepEqual(pointFromSeed(pointSeed(p)), p);
+  });
+});

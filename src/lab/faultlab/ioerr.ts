@@ -32,6 +32,7 @@ import { caseSeed, type Component, type Counters, type LabContext } from './type
 import { CloneDriver, cloneWorkload, REGION_SECTORS, type CloneOp } from './ioerr/clone';
 import type { Driver } from './ioerr/driver';
 import { EraDriver, eraWorkload, type EraOp } from './ioerr/era';
+import { CacheDriver, cacheWorkload, type CacheOp } from './ioerr/cache';
 import { describePoint, FAMILIES, IOERR_TARGETS, type IoerrTarget, type Layout, MetaRig, pointFromSeed, pointSeed, type Point } from './ioerr/index';
 import { removeIfThere, zeroDevice } from './ioerr/rig';
 import { runSnapshotIoerr, SNAP_IOERR_TARGETS, snapPointFromSeed } from './ioerr/snapshot';
@@ -46,11 +47,12 @@ interface Sizing {
   eraPerRound: number;
   cloneRounds: number;
   clonePartials: number;
+  cacheRounds: number;
 }
 
 const SIZING: Record<'ci' | 'release', Sizing> = {
-  ci: { eraRounds: 1, eraPerRound: 6, cloneRounds: 2, clonePartials: 3 }, // one era round: CI's 60-minute budget
-  release: { eraRounds: 8, eraPerRound: 12, cloneRounds: 8, clonePartials: 5 },
+  ci: { eraRounds: 1, eraPerRound: 6, cloneRounds: 2, clonePartials: 3, cacheRounds: 1 }, // one era round: CI's 60-minute budget
+  release: { eraRounds: 8, eraPerRound: 12, cloneRounds: 8, clonePartials: 5, cacheRounds: 8 },
 };
 
 interface Rigs {
@@ -62,7 +64,7 @@ interface Rigs {
   zeroSource: string;
 }
 
-type AnyDriver = Driver<EraOp> | Driver<CloneOp>;
+type AnyDriver = Driver<EraOp> | Driver<CloneOp> | Driver<CacheOp>;
 
 interface Target {
   driver: AnyDriver;
@@ -83,6 +85,11 @@ function targetFor(ctx: LabContext, rigs: Rigs, type: IoerrTarget): Target {
   if (type === 'dmkit-clone') {
     const driver = new CloneDriver(rigs.dm, rigs.meta, rigs.cloneDest, rigs.cloneSource, rigs.zeroSource, dataSectors, SOURCE_SEED);
     return { driver, ops: cloneWorkload(seed, dataSectors / REGION_SECTORS, sz.cloneRounds, sz.clonePartials), prepare: () => zeroDevice(rigs.cloneDest, DATA_MIB * MiB) };
+  }
+  if (type === 'dmkit-cache') {
+    // The clone's destination disk is free while the cache runs: its first 512 KiB are the cache device.
+    const driver = new CacheDriver(rigs.dm, rigs.meta, rigs.origin, rigs.cloneDest, dataSectors, (seed ^ 0xcac4e) >>> 0);
+    return { driver, ops: cacheWorkload(seed, sz.cacheRounds, sz.cacheRounds > 1 ? 4 : 6), prepare: () => driver.prepare() };
   }
   const driver = new EraDriver(rigs.dm, type, rigs.meta, rigs.origin, dataSectors);
   return { driver, ops: eraWorkload(seed, driver.nrBlocks, sz.eraRounds, sz.eraPerRound), prepare: () => undefined };
@@ -168,7 +175,7 @@ async function withRigs<T>(fn: (rigs: Rigs) => Promise<T>): Promise<T> {
     try {
       return await fn(rigs);
     } finally {
-      for (const n of ['ioerr-era', 'ioerr-clone', meta.name, zeroSource]) await removeIfThere(dm, n).catch(() => undefined);
+      for (const n of ['ioerr-era', 'ioerr-clone', 'ioerr-cache', 'ioerr-cache-fast', meta.name, zeroSource]) await removeIfThere(dm, n).catch(() => undefined);
     }
   } finally {
     await dm.close();
@@ -193,12 +200,14 @@ async function runTarget(ctx: LabContext, rigs: Rigs, type: IoerrTarget, only?: 
   }
   const refs = new Map<Layout, CaseResult>();
   for (const layout of ['split', 'whole'] as const) {
+    if (type === 'dmkit-cache' && layout === 'whole') continue; // only the drop family uses it
     const ref = await runCase(rigs, t, layout);
     refs.set(layout, ref);
     ctx.log(`${type} ${layout}: reference workload of ${t.ops.length} ops: ${ref.writes} metadata writes, ${ref.flushes} flushes`);
     if (ref.problems.length) ctx.fail({ component: 'ioerr', target: type, seed: 0, detail: `${type} ${layout} reference run (no fault): ${ref.problems.join('; ')}`, log: ref.log.join('\n') });
   }
   for (const f of FAMILIES) {
+    if (type === 'dmkit-cache' && f.mode === 'drop') continue; // see ioerr/cache.ts
     const ref = refs.get(f.layout)!;
     const count = f.kind === 'writes' ? ref.writes : ref.flushes;
     const started = Date.now();

@@ -9,6 +9,10 @@
  *   pass; the in-tree dm-clone (where the kernel has it) reads the metadata at table load and serves the
  *   regions hydrated since from the source (drivers/md/dm-clone-target.c, clone_ctr ->
  *   dm_clone_metadata_open), so its problems count as known_upstream.
+ * - dmkit-cache (issue 16, fix cache-shared-metadata): LVM's preload, the same table loaded while the live
+ *   one writes (promotions, demotions, dirty blocks, commits), then resumed, round after round; data
+ *   against a model after every swap, cache_check and a re-created cache at the end
+ *   (src/testing/cache-preload-scenario.ts). The test knob promote_delay_ms holds each promotion open.
  * Each iteration counts as one race.
  */
 import { Scope } from '../../testing';
@@ -16,6 +20,7 @@ import { postsuspendRace } from '../../testing/era-postsuspend-scenario';
 import { ERA_TYPES, registeredTargets } from '../../testing/era-fixtures';
 import { reloadMidHydration, reloadStale, type CloneType } from '../../testing/clone-scenarios';
 import { DeviceMapper } from '../../dm';
+import { cachePreloadRace } from '../../testing/cache-preload-scenario';
 import { caseSeed, Component, Counters, LabContext } from './types';
 
 /** Iterations per era type: the race is caught at iteration 2–3 of 4 in every observed revert run. */
@@ -46,6 +51,7 @@ export const component: Component = {
       }
     }
     const clones = await cloneRaces(ctx, only);
+    races += await cacheRaces(ctx, only);
     return { reload_races: races + clones.races, known_upstream: clones.known };
   },
 };
@@ -84,4 +90,30 @@ async function cloneRaces(ctx: LabContext, only?: { seed: number }): Promise<{ r
     dm.close();
   }
   return { races, known };
+}
+
+/** dmkit-cache's preload race: with the revert the first swap after a commit loses mappings. */
+async function cacheRaces(ctx: LabContext, only?: { seed: number }): Promise<number> {
+  const type = 'dmkit-cache';
+  const dm = DeviceMapper.open();
+  try {
+    if (!ctx.wants(type) || !(await dm.hasTarget(type))) return 0;
+    const seed = only?.seed ?? caseSeed(ctx.seed, `reload-${type}`, 0);
+    const rounds = ctx.scale === 'release' ? 40 : 3;
+    const started = Date.now();
+    try {
+      const r = await cachePreloadRace(dm, rounds, seed);
+      for (const p of r.problems) ctx.fail({ component: 'reload', target: type, seed, detail: `preload race: ${p}` });
+      ctx.log(
+        `${type}: ${rounds} preload races (load while the live table writes, resume) in ${((Date.now() - started) / 1000).toFixed(0)} s: ` +
+          `${r.writes} writes, promotions after each round ${r.promotions.join(',')}${r.knob ? '' : ' (no promote_delay_ms knob: a release build)'}`,
+      );
+      return rounds;
+    } catch (e) {
+      ctx.fail({ component: 'reload', target: type, seed, detail: `preload scenario stopped: ${(e as Error).message}`, log: (e as Error).stack ?? '' });
+      return 0;
+    }
+  } finally {
+    await dm.close();
+  }
 }

@@ -127,8 +127,9 @@ export function corruptField(image: Buffer, map: ImageMap, nr: number, fieldName
   return { image: r.out, corruption: { mode: 'field', block: nr, blockKind: kind, field: field.name, variant, csum, edits: r.edits, fieldEdit, breaksChecksum: r.breaksChecksum } };
 }
 
-export function corruptRandom(image: Buffer, map: ImageMap, rand: () => number): { image: Buffer; corruption: Corruption } {
-  const nr = map.used[Math.floor(rand() * map.used.length)]!;
+/** Random flips in block `block` when given, else in a random used block. */
+export function corruptRandom(image: Buffer, map: ImageMap, rand: () => number, block?: number): { image: Buffer; corruption: Corruption } {
+  const nr = block ?? map.used[Math.floor(rand() * map.used.length)]!;
   const kind = map.kinds[nr]!;
   const flips = rand() < 0.5 ? 'byte' : 'bit';
   const count = 1 + Math.floor(rand() * 3);
@@ -153,9 +154,12 @@ export interface FieldSlot {
   field: string;
   variant: Variant;
   csum: CsumMode;
+  /** This block rather than one of blockKind picked by the case's seed (structure cases). */
+  block?: number;
 }
 
-export type CaseSpec = { index: number; seed: number } & ({ mode: 'field'; slot: FieldSlot } | { mode: 'random' });
+/** `block` (random cases): flips in that block rather than in a random used block. */
+export type CaseSpec = { index: number; seed: number } & ({ mode: 'field'; slot: FieldSlot } | { mode: 'random'; block?: number });
 
 /**
  * (variant round, checksum mode) in the order they are spent: ci takes the first CI_ROUNDS, release all.
@@ -215,7 +219,8 @@ export function findCase(map: ImageMap, base: number, target: string, seed: numb
 /** The corrupted image of one case. */
 export function buildCase(image: Buffer, map: ImageMap, spec: CaseSpec): { image: Buffer; corruption: Corruption } {
   const rand = prng(spec.seed);
-  if (spec.mode === 'random') return corruptRandom(image, map, rand);
+  if (spec.mode === 'random') return corruptRandom(image, map, rand, spec.block);
+  if (spec.slot.block !== undefined) return corruptField(image, map, spec.slot.block, spec.slot.field, spec.slot.variant, spec.slot.csum, rand);
   const blocks = map.byKind.get(spec.slot.blockKind) ?? [];
   if (!blocks.length) throw new Error(`no used ${spec.slot.blockKind} block`);
   // The live superblock (block 0) most of the time; a held metadata snapshot's copy otherwise.

@@ -353,7 +353,8 @@ export async function cloneRig(dm: DeviceMapper, scope: Scope, type: 'clone' | '
 const CACHE_ORIGIN_MIB = 64;
 const CACHE_FAST_MIB = 16;
 
-export async function cacheRig(dm: DeviceMapper, scope: Scope, baseSeed: number): Promise<Rig> {
+/** The in-tree cache, or dmkit-cache (format 2 as well; its workload also discards, so the discard bitset has bits set). */
+export async function cacheRig(dm: DeviceMapper, scope: Scope, baseSeed: number, type: 'cache' | 'dmkit-cache' = 'cache'): Promise<Rig> {
   const [origin, fastDisk, metaDisk] = ramdisks(scope, 3, CACHE_ORIGIN_MIB) as [string, string, string];
   const meta = await linearDevice(dm, scope, 'corrupt-meta', metaDisk, sectors(META_BYTES / SECTOR));
   const fast = await linearDevice(dm, scope, 'corrupt-fast', fastDisk, sectors((CACHE_FAST_MIB * MiB) / SECTOR));
@@ -363,10 +364,10 @@ export async function cacheRig(dm: DeviceMapper, scope: Scope, baseSeed: number)
   const line = (): TargetLine =>
     cache.line(
       { metadataDevice: meta, cacheDevice: fast, originDevice: origin, blockSize: sectors(64), metadata2: true, ioMode: 'writeback', policy: 'smq' },
-      { start: sectors(0), length, type: 'cache' },
+      { start: sectors(0), length, type },
     );
   return {
-    type: 'cache',
+    type,
     format: 'cache',
     checker: 'cache_check',
     meta,
@@ -393,6 +394,7 @@ export async function cacheRig(dm: DeviceMapper, scope: Scope, baseSeed: number)
       }
       const hot = pickBlocks(rand, 512, 40).map((b) => hotStart + b);
       await writeBlocks(dev, hot, (seed + 1) >>> 0, unused);
+      if (type === 'dmkit-cache') sh('blkdiscard', '-o', `${((hotStart + 2048) % (ioBlocks - 1024)) * 4096}`, '-l', `${4 * MiB}`, dev);
       const [st] = await dm2.status({ name });
       await removeQuietly(dm2, name);
       return st?.status ?? '';

@@ -132,6 +132,35 @@ const cache: Grammar = {
   },
 };
 
+/**
+ * dmkit-cache: the in-tree line, plus its own policy name (dmkit-lru; default, smq and mq are aliases of
+ * it). Every policy but the cleaner takes the old mq tunables (and ignores them); migration_threshold goes
+ * to the core under any policy.
+ */
+const DMKIT_CACHE_POLICIES = ['dmkit-lru', 'default', 'smq', 'mq', 'cleaner'];
+const DMKIT_CACHE_TUNABLES = ['sequential_threshold', 'random_threshold', 'read_promote_adjustment', 'write_promote_adjustment', 'discard_promote_adjustment'];
+const dmkitCache: Grammar = {
+  types: ['dmkit-cache'],
+  length: LINE_SECTORS,
+  formats: true,
+  line(r, e) {
+    const features = subset(r, ['metadata2', pick(r, ['writeback', 'writethrough', 'passthrough']), 'no_discard_passdown']).map((f) => word('feature', f));
+    const policy = pick(r, DMKIT_CACHE_POLICIES);
+    const args: Tok[] = [];
+    if (chance(r, 0.5)) args.push(word('policy key', 'migration_threshold'), num('migration_threshold', int(r, 0, 1 << 20)));
+    if (policy !== 'cleaner' && chance(r, 0.5)) args.push(word('policy key', pick(r, DMKIT_CACHE_TUNABLES)), num('policy value', int(r, 0, 100)));
+    return [
+      dev('meta', e.scratch[0]),
+      dev('cache', e.scratch[2]),
+      dev('origin', e.scratch[1]),
+      num('block size', pick(r, [64, 128, 192, 512]), CACHE_BLOCK),
+      ...group('features', features),
+      word('policy', policy),
+      ...group('policy args', args),
+    ];
+  },
+};
+
 const POOL_FEATURES = ['skip_block_zeroing', 'ignore_discard', 'no_discard_passdown', 'error_if_no_space'];
 
 const thinPool: Grammar = {
@@ -218,7 +247,7 @@ const logWrites: Grammar = {
   line: (_r, e) => [dev('data', e.scratch[1]), dev('log', e.scratch[0])],
 };
 
-export const GRAMMARS: readonly Grammar[] = [era, clone, cache, thinPool, thin, snapshot, snapshotMerge, snapshotOrigin, linearLike(['linear']), linearLike(['dmkit-core']), flakey, logWrites];
+export const GRAMMARS: readonly Grammar[] = [era, clone, cache, dmkitCache, thinPool, thin, snapshot, snapshotMerge, snapshotOrigin, linearLike(['linear']), linearLike(['dmkit-core']), flakey, logWrites];
 
 export function grammarFor(type: string): Grammar | undefined {
   return GRAMMARS.find((g) => g.types.includes(type));

@@ -63,6 +63,20 @@ export const MESSAGE_GRAMMARS: readonly MessageGrammar[] = [
     ],
   },
   {
+    types: ['dmkit-cache'],
+    verbs: [
+      { verb: 'migration_threshold', args: [arg('sectors', U64_MAX, small(1 << 16))] },
+      // The old mq tunables: every policy but the cleaner takes them and ignores them (the live one runs dmkit-lru).
+      { verb: 'sequential_threshold', args: [arg('value', U64_MAX, small(100))] },
+      { verb: 'random_threshold', args: [arg('value', U64_MAX, small(100))] },
+      { verb: 'read_promote_adjustment', args: [arg('value', U64_MAX, small(100))] },
+      { verb: 'write_promote_adjustment', args: [arg('value', U64_MAX, small(100))] },
+      { verb: 'discard_promote_adjustment', args: [arg('value', U64_MAX, small(100))] },
+      // Refused (EPERM) unless the cache is in passthrough mode; the live one is writeback.
+      { verb: 'invalidate_cblocks', args: [arg('cblock', U64_MAX, small(511))] },
+    ],
+  },
+  {
     types: ['thin-pool'],
     verbs: [
       { verb: 'create_thin', args: [arg('dev id', THIN_ID, small(63))] },

@@ -55,7 +55,8 @@ export class Rig {
 
   /** Ramdisks, scratch and sentinel devices; live devices come from addLive. */
   async setup(): Promise<void> {
-    this.disks = ramdisks(this.scope, 18, bytes(DISK_BYTES));
+    // 0-17 as always; 18-20 for the live dmkit-cache.
+    this.disks = ramdisks(this.scope, 21, bytes(DISK_BYTES));
     const d = (i: number): string => this.disks[i]!.path;
     await this.create('fz-tiny', 'linear', 8n, `${d(17)} 0`);
     await this.create('fz-small', 'linear', 1024n, `${d(17)} 2048`);
@@ -113,6 +114,10 @@ export class Rig {
       case 'cache':
         zero(d(11), bytes(1n * MiB));
         live = { type, name: 'fz-live-cache', ioName: 'fz-live-cache', length: LIVE_SECTORS, params: `${d(11)} ${d(12)} ${d(13)} 64 1 writeback mq 0`, check: { checker: 'cache_check', dev: d(11) } };
+        break;
+      case 'dmkit-cache':
+        zero(d(18), bytes(1n * MiB));
+        live = { type, name: 'fz-live-dmkit-cache', ioName: 'fz-live-dmkit-cache', length: LIVE_SECTORS, params: `${d(18)} ${d(19)} ${d(20)} 64 1 writeback dmkit-lru 0`, check: { checker: 'cache_check', dev: d(18) } };
         break;
       case 'thin-pool':
         if (this.live.has('thin-pool')) return this.live.get('thin-pool');

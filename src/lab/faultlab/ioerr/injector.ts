@@ -51,7 +51,7 @@ export const DISARM = 'fault off';
  * Injection points and their seeds
  *--------------------------------------------------------------*/
 
-export const IOERR_TARGETS = ['dmkit-era', 'era', 'dmkit-clone'] as const;
+export const IOERR_TARGETS = ['dmkit-era', 'era', 'dmkit-clone', 'dmkit-cache'] as const;
 export type IoerrTarget = (typeof IOERR_TARGETS)[number];
 
 /**
