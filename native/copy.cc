@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -140,6 +141,18 @@ uint64_t GetLe64(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
   return v;
+}
+
+// IO buffers come straight from mmap (page-aligned, as O_DIRECT wants), never from malloc: freeing an
+// mmapped malloc chunk of 1-16 MiB raises glibc's dynamic mmap threshold to its size for the rest of the
+// process, after which other big allocations (the lab's 4 MiB replay images) come from the malloc arenas
+// and pile up there (the crash lab's node grew by 3 MiB a crash state until the VM ran out of memory).
+uint8_t* MapBuffer(uint64_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+}
+void UnmapBuffer(uint8_t* p, uint64_t bytes) {
+  if (p != nullptr) munmap(p, bytes);
 }
 
 // ---- the plan ----
@@ -554,9 +567,9 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     std::vector<std::thread> threads;
     for (size_t t = 0; t < n; t++) {
       threads.emplace_back([&]() {
-        void* mem = nullptr;
-        if (posix_memalign(&mem, kAlign, chunk_bytes_) != 0) {
-          Fail({ENOMEM, "posix_memalign", ""});
+        uint8_t* mem = MapBuffer(chunk_bytes_);
+        if (mem == nullptr) {
+          Fail({ENOMEM, "mmap", ""});
         } else {
           uint8_t* buf = static_cast<uint8_t*>(mem);
           for (;;) {
@@ -565,7 +578,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
             if (done_[i]) continue;  // only the journal sets done_ before the threads start
             if (!CopyChunkSync(chunks_[i], buf, i)) break;
           }
-          free(mem);
+          UnmapBuffer(mem, chunk_bytes_);
         }
         std::lock_guard<std::mutex> lock(wait_mu);
         running.fetch_sub(1);
@@ -689,10 +702,10 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     rings_used_ = static_cast<uint32_t>(rings.size());
     ComputeResumedBytes();
     next_chunk_.store(0);
-    void* mem = nullptr;
-    if (posix_memalign(&mem, kAlign, chunk_bytes_ * depth_) != 0) {
+    uint8_t* mem = MapBuffer(chunk_bytes_ * depth_);
+    if (mem == nullptr) {
       for (auto& r : rings) io_uring_queue_exit(r.get());
-      Fail({ENOMEM, "posix_memalign", ""});
+      Fail({ENOMEM, "mmap", ""});
       return true;
     }
     uint32_t n = rings_used_;
@@ -727,7 +740,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
       }
     }
     for (auto& t : threads) t.join();
-    free(mem);
+    UnmapBuffer(mem, chunk_bytes_ * depth_);
     return true;
   }
 

@@ -247,6 +247,10 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
     if (used >= pointBudget) continue;
     perPoint.set(state.point, used + 1);
     counts.states += 1;
+    if (process.env['DMKIT_LAB_MEMLOG'] && counts.states % 50 === 0) {
+      const m = process.memoryUsage();
+      ctx.log(`mem at state ${counts.states} (kernel ${counts.kernel}): rss ${(m.rss / 2 ** 20).toFixed(0)} heap ${(m.heapUsed / 2 ** 20).toFixed(0)} external ${(m.external / 2 ** 20).toFixed(0)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB`);
+    }
     const replayPlan = { log: logBuf, index: log, base: null, length: META + DATA, apply: state.apply, ...(state.torn ? { torn: state.torn } : {}) };
     const { digest, image } = await replayImage(replayPlan); // one pass: the image and its digest
     if (seen.has(digest)) continue; // an image already judged: the verdict depends on the image alone
