@@ -2,7 +2,9 @@
 // list of byte ranges from a source (regular file or block device) to a destination (regular file or
 // block device), or only reads them and checksums them when no destination is given. It runs off the
 // JS thread with many requests in flight: io_uring (liburing, linked statically) when the kernel has it,
-// a pool of threads doing pread/pwrite otherwise. Buffers are page-aligned and both sides are opened with
+// one ring per online CPU (at most 4), each on its own thread, sharing the queue depth and taking chunks
+// from one counter (a device that copies while the request is submitted, such as brd, keeps its
+// submitter busy: one ring would be one CPU); a pool of threads doing pread/pwrite otherwise. Buffers are page-aligned and both sides are opened with
 // O_DIRECT; a side that refuses O_DIRECT (tmpfs, a 4 KiB-sector device given 512-byte offsets) falls back
 // to buffered IO for the rest of the copy.
 //
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,6 +71,7 @@ constexpr size_t kStride = 3;  // per range: source offset, length, destination 
 constexpr auto kProgressEvery = std::chrono::milliseconds(100);
 constexpr auto kJournalEvery = std::chrono::milliseconds(1000);
 constexpr size_t kJournalBatch = 1024;  // flush the journal at least every this many chunks
+constexpr uint64_t kMaxRings = 4;
 
 constexpr char kJournalMagic[8] = {'D', 'M', 'K', 'C', 'P', 'J', 'N', '1'};
 constexpr size_t kJournalHeader = 64;
@@ -139,6 +143,18 @@ uint64_t GetLe64(const uint8_t* p) {
   return v;
 }
 
+// IO buffers come straight from mmap (page-aligned, as O_DIRECT wants), never from malloc: freeing an
+// mmapped malloc chunk of 1-16 MiB raises glibc's dynamic mmap threshold to its size for the rest of the
+// process, after which other big allocations (the lab's 4 MiB replay images) come from the malloc arenas
+// and pile up there (the crash lab's node grew by 3 MiB a crash state until the VM ran out of memory).
+uint8_t* MapBuffer(uint64_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+}
+void UnmapBuffer(uint8_t* p, uint64_t bytes) {
+  if (p != nullptr) munmap(p, bytes);
+}
+
 // ---- the plan ----
 
 struct Chunk {
@@ -206,6 +222,8 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
   // For tests of resuming: acts as cancel() once this many chunks are done in this run (0: never).
   void InterruptAfter(uint64_t chunks) { interrupt_after_ = chunks; }
   void UringAsync(bool on) { uring_async_ = on; }
+  // io_uring: how many rings (threads); 0: one per online CPU (see RingCount).
+  void UringRings(uint32_t n) { rings_ = n; }
 
   void Execute(const ExecutionProgress& progress) override {
     done_.assign(chunks_.size(), 0);
@@ -270,6 +288,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     Napi::Object result = Napi::Object::New(env);
     AddCounts(result);
     result.Set("engine", Napi::String::New(env, used_uring_ ? "io_uring" : "threads"));
+    if (used_uring_) result.Set("rings", Napi::Number::New(env, rings_used_));
     result.Set("directSource", Napi::Boolean::New(env, src_.direct.load()));
     result.Set("directDest", Napi::Boolean::New(env, dst_.fd >= 0 && dst_.direct.load()));
     if (checksums_) {
@@ -548,9 +567,9 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     std::vector<std::thread> threads;
     for (size_t t = 0; t < n; t++) {
       threads.emplace_back([&]() {
-        void* mem = nullptr;
-        if (posix_memalign(&mem, kAlign, chunk_bytes_) != 0) {
-          Fail({ENOMEM, "posix_memalign", ""});
+        uint8_t* mem = MapBuffer(chunk_bytes_);
+        if (mem == nullptr) {
+          Fail({ENOMEM, "mmap", ""});
         } else {
           uint8_t* buf = static_cast<uint8_t*>(mem);
           for (;;) {
@@ -559,7 +578,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
             if (done_[i]) continue;  // only the journal sets done_ before the threads start
             if (!CopyChunkSync(chunks_[i], buf, i)) break;
           }
-          free(mem);
+          UnmapBuffer(mem, chunk_bytes_);
         }
         std::lock_guard<std::mutex> lock(wait_mu);
         running.fetch_sub(1);
@@ -617,6 +636,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     bool writing = false;
     uint64_t at = 0;  // bytes of the current phase done
     int fd = -1;      // the fd the request in flight uses
+    uint32_t crc = 0;  // the chunk's checksum, computed once it was read
     uint8_t* buf = nullptr;
   };
 
@@ -637,65 +657,135 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     io_uring_sqe_set_data64(sqe, slot_index);
   }
 
+  // How many rings (each on its own thread): one per online CPU, at most 4, at most one per slot of
+  // the queue depth, 1 for a single chunk. A device that does its IO while the request is submitted
+  // (brd copies inside submit_bio, dm over it too) keeps a submitting thread busy for the whole copy,
+  // so one ring is one CPU; on a device that DMAs, submission returns at once and the extra rings only
+  // share the same queue depth.
+  uint32_t RingCount() const {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t want = cpus > 0 ? static_cast<uint64_t>(cpus) : 1;
+    if (rings_ > 0) want = rings_;
+    want = std::min<uint64_t>({want, kMaxRings, depth_, std::max<uint64_t>(chunks_.size(), 1)});
+    return static_cast<uint32_t>(std::max<uint64_t>(want, 1));
+  }
+
+  // The next chunk not done yet (shared by every ring), or chunks_.size().
+  size_t NextChunk() {
+    for (;;) {
+      size_t i = next_chunk_.fetch_add(1);
+      if (i >= chunks_.size()) return chunks_.size();
+      if (!done_[i]) return i;  // only the journal sets done_ for a chunk no ring took yet
+    }
+  }
+
   // Returns false when io_uring is unavailable (nothing was done); errors after that are in error_.
+  // The queue depth is shared out among the rings; each ring's thread fills its slots from the shared
+  // chunk counter; this thread reports progress and writes the journal meanwhile.
   bool RunUring() {
-    struct io_uring ring;
-    int rc = io_uring_queue_init(depth_, &ring, 0);
-    if (rc < 0) {
-      error_ = {-rc, "io_uring_queue_init", ""};
-      return false;
+    uint32_t want = RingCount();
+    std::vector<std::unique_ptr<struct io_uring>> rings;
+    for (uint32_t k = 0; k < want; k++) {
+      uint32_t slots = depth_ / want + (k < depth_ % want ? 1 : 0);
+      auto ring = std::make_unique<struct io_uring>();
+      int rc = io_uring_queue_init(slots, ring.get(), 0);
+      if (rc < 0) {
+        if (k == 0) {
+          error_ = {-rc, "io_uring_queue_init", ""};
+          return false;
+        }
+        break;  // fewer rings than wanted: the ones set up take the whole depth below
+      }
+      rings.push_back(std::move(ring));
     }
     used_uring_ = true;
+    rings_used_ = static_cast<uint32_t>(rings.size());
     ComputeResumedBytes();
-    std::vector<Slot> slots(depth_);
-    void* mem = nullptr;
-    if (posix_memalign(&mem, kAlign, chunk_bytes_ * depth_) != 0) {
-      io_uring_queue_exit(&ring);
-      Fail({ENOMEM, "posix_memalign", ""});
+    next_chunk_.store(0);
+    uint8_t* mem = MapBuffer(chunk_bytes_ * depth_);
+    if (mem == nullptr) {
+      for (auto& r : rings) io_uring_queue_exit(r.get());
+      Fail({ENOMEM, "mmap", ""});
       return true;
     }
-    for (uint32_t k = 0; k < depth_; k++) slots[k].buf = static_cast<uint8_t*>(mem) + k * chunk_bytes_;
-    size_t next = 0, in_flight = 0;
+    uint32_t n = rings_used_;
+    std::atomic<uint32_t> running{n};
+    std::mutex wait_mu;
+    std::condition_variable wake;
+    std::vector<std::thread> threads;
+    uint32_t first_slot = 0;
+    for (uint32_t k = 0; k < n; k++) {
+      uint32_t slots = depth_ / n + (k < depth_ % n ? 1 : 0);
+      uint8_t* bufs = static_cast<uint8_t*>(mem) + static_cast<uint64_t>(first_slot) * chunk_bytes_;
+      first_slot += slots;
+      struct io_uring* ring = rings[k].get();
+      threads.emplace_back([this, ring, slots, bufs, &running, &wait_mu, &wake]() {
+        RingLoop(ring, slots, bufs);
+        // After a failed submit or wait, requests may still be in flight: tearing the ring down waits
+        // for them, and only then is their memory freed (after every thread was joined).
+        io_uring_queue_exit(ring);
+        std::lock_guard<std::mutex> lock(wait_mu);
+        running.fetch_sub(1);
+        wake.notify_all();
+      });
+    }
+    {
+      std::unique_lock<std::mutex> lock(wait_mu);
+      while (running.load() > 0) {
+        wake.wait_for(lock, kProgressEvery);
+        lock.unlock();
+        Report(false);
+        FlushJournal(false);
+        lock.lock();
+      }
+    }
+    for (auto& t : threads) t.join();
+    UnmapBuffer(mem, chunk_bytes_ * depth_);
+    return true;
+  }
+
+  // One ring's loop: `count` slots with their buffers at `bufs`, until no chunk is left or the copy stops.
+  void RingLoop(struct io_uring* ring, uint32_t count, uint8_t* bufs) {
+    std::vector<Slot> slots(count);
+    for (uint32_t k = 0; k < count; k++) slots[k].buf = bufs + static_cast<uint64_t>(k) * chunk_bytes_;
+    size_t in_flight = 0;
+    bool drained = false;  // the shared counter ran out: no more chunks for this ring
     for (;;) {
       // Fill idle slots with the next chunks not yet done.
-      if (!Stopping()) {
-        for (uint32_t k = 0; k < depth_; k++) {
+      if (!Stopping() && !drained) {
+        for (uint32_t k = 0; k < count; k++) {
           if (slots[k].busy) continue;
-          while (next < chunks_.size() && done_[next]) next++;
-          if (next >= chunks_.size()) break;
-          slots[k] = {next++, true, false, 0, -1, slots[k].buf};
-          Prep(&ring, &slots[k], k);
+          size_t next = NextChunk();
+          if (next >= chunks_.size()) {
+            drained = true;
+            break;
+          }
+          slots[k] = {next, true, false, 0, -1, 0, slots[k].buf};
+          Prep(ring, &slots[k], k);
           in_flight++;
         }
       }
       if (in_flight == 0) break;
-      rc = io_uring_submit(&ring);
+      int rc = io_uring_submit(ring);
       if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
         Fail({-rc, "io_uring_submit", ""});
-        break;  // nothing more will complete reliably; the ring is torn down below
+        break;  // nothing more will complete reliably; the ring is torn down by the caller
       }
       struct io_uring_cqe* cqe = nullptr;
       struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
-      rc = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+      rc = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
       if (rc < 0 && rc != -ETIME && rc != -EINTR) {
         Fail({-rc, "io_uring_wait_cqe", ""});
         break;
       }
       unsigned head;
       unsigned seen = 0;
-      io_uring_for_each_cqe(&ring, head, cqe) {
+      io_uring_for_each_cqe(ring, head, cqe) {
         seen++;
-        Complete(&ring, &slots, static_cast<size_t>(io_uring_cqe_get_data64(cqe)), cqe->res, &in_flight);
+        Complete(ring, &slots, static_cast<size_t>(io_uring_cqe_get_data64(cqe)), cqe->res, &in_flight);
       }
-      io_uring_cq_advance(&ring, seen);
-      Report(false);
-      FlushJournal(false);
+      io_uring_cq_advance(ring, seen);
     }
-    // After a failed submit or wait, requests may still be in flight: tearing the ring down waits
-    // for them, and only then is their memory freed.
-    io_uring_queue_exit(&ring);
-    free(mem);
-    return true;
   }
 
   void Complete(struct io_uring* ring, std::vector<Slot>* slots, size_t k, int res, size_t* in_flight) {
@@ -716,12 +806,12 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
       if (s.at < c.len) {
         resubmit = !Stopping();
       } else if (!s.writing && dst_.fd >= 0) {
-        if (checksums_) pending_crc_[k] = Crc32c(s.buf, c.len);
+        if (checksums_) s.crc = Crc32c(s.buf, c.len);
         s.writing = true;
         s.at = 0;
         resubmit = !Stopping();
       } else {
-        uint32_t crc = s.writing ? pending_crc_[k] : (checksums_ ? Crc32c(s.buf, c.len) : 0);
+        uint32_t crc = s.writing ? s.crc : (checksums_ ? Crc32c(s.buf, c.len) : 0);
         Completed(s.chunk, crc);
       }
     }
@@ -733,7 +823,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
     (*in_flight)--;
   }
 
-  std::vector<uint32_t> pending_crc_ = std::vector<uint32_t>(kMaxDepth, 0);
+  std::atomic<size_t> next_chunk_{0};
 #endif
 
   Napi::Promise::Deferred deferred_;
@@ -766,6 +856,7 @@ class CopyWorker : public Napi::AsyncProgressWorker<Progress> {
   uint64_t done_now_ = 0;
   uint64_t interrupt_after_ = 0;
   bool uring_async_ = false;
+  uint32_t rings_ = 0, rings_used_ = 0;
   std::atomic<bool> failed_{false};
   std::chrono::steady_clock::time_point last_progress_{}, last_journal_ = std::chrono::steady_clock::now();
   const ExecutionProgress* progress_ = nullptr;
@@ -828,7 +919,8 @@ bool ReadBool(Napi::Env env, Napi::Value v, const char* what, bool def, bool* ou
 
 // copyRanges({ source, dest?, ranges: Float64Array [src, len, dst]..., chunkBytes?, queueDepth?,
 //              engine?: 'auto'|'io_uring'|'threads', journal?, checksums?, direct?, onProgress?,
-//              interruptAfterChunks?, uringAsync? (IOSQE_ASYNC: requests run on io-wq workers; default false) })
+//              interruptAfterChunks?, uringAsync? (IOSQE_ASYNC: requests run on io-wq workers; default false),
+//              uringRings? (0..4 rings, each on its own thread; 0, the default: one per online CPU) })
 //   -> { promise, cancel() }. Every option is read first (getters may run JS), then checked.
 Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -847,6 +939,7 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   Napi::Value progress_v = GetProp(opts, "onProgress");
   Napi::Value interrupt_v = GetProp(opts, "interruptAfterChunks");
   Napi::Value uring_async_v = GetProp(opts, "uringAsync");
+  Napi::Value uring_rings_v = GetProp(opts, "uringRings");
   if (env.IsExceptionPending()) return env.Undefined();
 
   std::string source, dest, journal;
@@ -862,6 +955,8 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   if (chunk % kAlign != 0) return ThrowRange(env, "chunkBytes must be a multiple of 4096");
   uint64_t interrupt_after = 0;
   if (!ReadUint(env, interrupt_v, "interruptAfterChunks", 0, kMaxChunks, 0, &interrupt_after)) return env.Undefined();
+  uint64_t uring_rings = 0;
+  if (!ReadUint(env, uring_rings_v, "uringRings", 0, kMaxRings, 0, &uring_rings)) return env.Undefined();
   int engine = CopyWorker::kAuto;
   if (!engine_v.IsUndefined()) {
     if (!engine_v.IsString()) return ThrowType(env, "engine must be 'auto', 'io_uring' or 'threads'");
@@ -925,6 +1020,7 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
                                 static_cast<uint32_t>(depth), engine, checksums, direct, cancel, on_progress);
   worker->InterruptAfter(interrupt_after);
   worker->UringAsync(uring_async);
+  worker->UringRings(static_cast<uint32_t>(uring_rings));
   Napi::Object handle = Napi::Object::New(env);
   handle.Set("promise", worker->Promise());
   handle.Set("cancel", Napi::Function::New(

@@ -7,10 +7,11 @@
  * `fraction` of the blocks are written in runs of 1..32 blocks at random places (a realistic scattered
  * set), then changedSince lists them through a metadata snapshot. Contenders, in alternating order
  * round by round:
- *  - copy (io_uring, the engine's default): copyRanges of the changed ranges from the era device to the
- *    destination ramdisk at the same offsets (O_DIRECT, 1 MiB chunks, 16 in flight), wall clock including
- *    the final fsync. brd copies inside submit_bio, so all of it runs on the engine's one thread;
- *  - copy (io_uring-async): the same with requests punted to io-wq workers (IOSQE_ASYNC);
+ *  - copy (default): copyRanges with the engine's defaults (io_uring, one ring per online CPU, each on its
+ *    own thread) of the changed ranges from the era device to the destination ramdisk at the same offsets
+ *    (O_DIRECT, 1 MiB chunks, 16 in flight in all), wall clock including the final fsync. brd copies inside
+ *    submit_bio, so each ring's thread does its share of the copying;
+ *  - copy (io_uring-1ring): the same with one ring (the engine before it had several): one CPU does it all;
  *  - copy (threads): the same with the thread-pool engine;
  *  - fio: a sequential O_DIRECT read of the same byte count from the era device (fio's own bandwidth).
  * copy_vs_seq_read = copy MB/s / sequential read MB/s (medians over rounds). Every copy is checked: the
@@ -24,7 +25,7 @@ import { Scope, sh } from '../testing';
 import { createDevice, dmsetup } from '../testing/dmsetup';
 import { prng } from '../testing/random';
 import { bytes } from '../units';
-import { changedSince, copyRanges, loadCopyBinding, rangesIn, type CopyEngine, type CopyRange } from '../workflows';
+import { changedSince, copyRanges, loadCopyBinding, rangesIn, type CopyOptions, type CopyRange } from '../workflows';
 import { median, round } from './stats';
 
 export interface P7Options {
@@ -113,17 +114,25 @@ export async function runP7(o: P7Options): Promise<Record<string, unknown>> {
     if (changed.changed < BigInt(written.size)) throw new Error(`era lists ${changed.changed} changed blocks, ${written.size} were written`);
     const wantHash = hashRanges(dev, ranges);
 
-    // 'io_uring' submits from the engine's thread (the default), 'io_uring-async' punts requests to
-    // io-wq workers (IOSQE_ASYNC), 'threads' is the thread pool.
+    // 'default' is what copyRanges does without options (the backup's engine): io_uring with one ring
+    // per online CPU, each on its own thread. 'io_uring-1ring' is the engine before that change (one ring
+    // submitting from one thread), 'threads' the thread pool.
+    let rings = 0;
+    let defaultEngine = 'threads';
     const copy = async (contender: string): Promise<number> => {
-      const engine: CopyEngine = contender === 'threads' ? 'threads' : 'io_uring';
+      const opts: CopyOptions =
+        contender === 'threads' ? { engine: 'threads' } : contender === 'io_uring-1ring' ? { engine: 'io_uring', uringRings: 1 } : {};
       const t0 = process.hrtime.bigint();
-      const r = await copyRanges(dev, dest, ranges, { engine, queueDepth: 16, chunkBytes: bytes(1n << 20n), uringAsync: contender === 'io_uring-async' });
+      const r = await copyRanges(dev, dest, ranges, { queueDepth: 16, chunkBytes: bytes(1n << 20n), ...opts });
       const s = Number(process.hrtime.bigint() - t0) / 1e9;
       if (r.bytes !== total) throw new Error(`copied ${r.bytes} of ${total} bytes`);
+      if (contender === 'default') {
+        defaultEngine = r.engine;
+        rings = r.rings ?? 0;
+      }
       return Number(total) / 1e6 / s;
     };
-    const engines: string[] = loadCopyBinding().copyEngine() === 'io_uring' ? ['io_uring', 'io_uring-async', 'threads'] : ['threads'];
+    const engines: string[] = loadCopyBinding().copyEngine() === 'io_uring' ? ['default', 'io_uring-1ring', 'threads'] : ['default'];
     // Warm-up (and the data check, once per engine).
     for (const e of engines) {
       sh('dd', 'if=/dev/zero', `of=${dest}`, 'bs=1M', `count=${o.mib}`, 'oflag=direct', 'status=none');
@@ -150,7 +159,8 @@ export async function runP7(o: P7Options): Promise<Record<string, unknown>> {
     return {
       bench: 'P7',
       copy_vs_seq_read: round(med(best) / med('seq'), 3),
-      engine: best,
+      engine: defaultEngine,
+      ...(rings ? { rings } : {}),
       copy_mb_s: round(med(best), 1),
       seq_read_mb_s: round(med('seq'), 1),
       ...others,

@@ -336,6 +336,7 @@ function copyOptions(rng: Rng): Gen {
   if (rng() < 0.3) fields.checksums = mostly(rng, 0.7, () => constant('true', true));
   if (rng() < 0.3) fields.direct = mostly(rng, 0.7, () => constant('false', false));
   if (rng() < 0.2) fields.uringAsync = mostly(rng, 0.7, () => constant('false', false));
+  if (rng() < 0.2) fields.uringRings = mostly(rng, 0.7, () => constant('rings', pick(rng, [0, 1, 2, 4, 5, 1.5, -1])));
   if (rng() < 0.1) fields.interruptAfterChunks = mostly(rng, 0.7, () => constant('interrupt', pick(rng, [0, 1, 3])));
   if (rng() < 0.3) fields.onProgress = mostly(rng, 0.7, () => pick(rng, [g('noop', () => () => undefined), g('throws', () => throwHostile)]));
   const names = Object.keys(fields);

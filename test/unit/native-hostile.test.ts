@@ -214,6 +214,8 @@ describe('addon: copyRanges given what it must refuse (typed errors, nothing wri
     ['a number as the source', `{ source: 3, ranges: Float64Array.of(0, 512, 0) }`, 'ERR_INVALID_ARG_TYPE'],
     ['an unknown engine', `{ source: ${src}, ranges: Float64Array.of(0, 512, 0), engine: 'spdk' }`, 'ERR_OUT_OF_RANGE'],
     ['a chunk size that is not a multiple of 4096', `{ source: ${src}, ranges: Float64Array.of(0, 512, 0), chunkBytes: 6000 }`, 'ERR_OUT_OF_RANGE'],
+    ['nine io_uring rings', `{ source: ${src}, ranges: Float64Array.of(0, 512, 0), uringRings: 9 }`, 'ERR_OUT_OF_RANGE'],
+    ['rings as a string', `{ source: ${src}, ranges: Float64Array.of(0, 512, 0), uringRings: '2' }`, 'ERR_INVALID_ARG_TYPE'],
   ];
   // One child runs every case in turn (a crash or hang names no case, but the child's output does).
   test(`refused inputs: ${cases.map((c) => c[0]).join('; ')}`, () => {

@@ -115,6 +115,38 @@ describe('era backup images on regular files', () => {
     }
   });
 
+  test('io_uring with 1..4 rings on their threads copies every chunk once, with its CRC-32C, and resumes', async () => {
+    const src = fs.readFileSync(device);
+    const ranges = [
+      { source: bytes(0), length: bytes(LENGTH - BLOCK), dest: bytes(BLOCK) },
+      { source: bytes(LENGTH - BLOCK), length: bytes(BLOCK), dest: bytes(0) },
+    ];
+    const want = Buffer.concat([src.subarray(LENGTH - BLOCK), src.subarray(0, LENGTH - BLOCK)]);
+    for (const rings of [1, 2, 3, 4]) {
+      const out = join(dir, `rings-${rings}`);
+      const r = await copyRanges(device, out, ranges, { engine: 'io_uring', uringRings: rings, queueDepth: 7, chunkBytes: bytes(64 * 1024), checksums: true });
+      if (r.engine !== 'io_uring') return; // no io_uring on this kernel: the thread pool is tested above
+      assert.equal(r.rings, rings);
+      assert.ok(fs.readFileSync(out).equals(want), `${rings} rings`);
+      assert.equal(r.chunks, r.totalChunks);
+      // Checksums in plan order: the ranges' source bytes in order, i.e. the source from its start.
+      r.checksums!.forEach((c, i) => assert.equal(c, crc32cOf(src.subarray(i * 64 * 1024, (i + 1) * 64 * 1024)), `chunk ${i}`));
+      // Interrupted, then resumed from the journal: the same bytes and checksums.
+      const journal = `${out}.journal`;
+      fs.rmSync(out);
+      await assert.rejects(copyRanges(device, out, ranges, { engine: 'io_uring', uringRings: rings, queueDepth: 7, chunkBytes: bytes(64 * 1024), checksums: true, journal, interruptAfterChunks: 20 }), { code: 'ABORT_ERR' });
+      const again = await copyRanges(device, out, ranges, { engine: 'io_uring', uringRings: rings, queueDepth: 7, chunkBytes: bytes(64 * 1024), checksums: true, journal });
+      assert.ok(again.resumedChunks >= 20 && again.resumedChunks < again.totalChunks, String(again.resumedChunks));
+      assert.ok(fs.readFileSync(out).equals(want), `${rings} rings, resumed`);
+      assert.deepEqual([...again.checksums!], [...r.checksums!]);
+    }
+    // The default: one ring per online CPU, at most 4 and at most the queue depth.
+    const d = await copyRanges(device, join(dir, 'rings-default'), ranges, { engine: 'io_uring', queueDepth: 2 });
+    if (d.engine === 'io_uring') assert.ok(d.rings! >= 1 && d.rings! <= 2, String(d.rings));
+    await assert.rejects(copyRanges(device, null, ranges, { uringRings: 5 }), { code: 'ERR_OUT_OF_RANGE' });
+    await assert.rejects(copyRanges(device, null, ranges, { uringRings: 1.5 }), { code: 'ERR_OUT_OF_RANGE' });
+  });
+
   test('headers record the chain; the full image holds the whole device', () => {
     const hs = images.map((f) => readBackupHeader(f));
     assert.equal(hs[0]!.full, true);

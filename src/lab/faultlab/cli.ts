@@ -3,7 +3,7 @@
  * boots the VM lab, runs the crash and fault lab's components in it (runner.ts) and prints, as the last
  * line, the counters as one JSON object:
  *   {"crash_states":n,"crash_states_kernel":n,"io_error_points":n,"malformed_inputs":n,"corrupted_images":n,"reload_races":n,"known_upstream":n,"failures":n,
- *    "suspend_cycles":n,"per_target":{"<type>":{"suspend_cycles":n,"reload_races":n},...}}
+ *    "backup_checks":n,"suspend_cycles":n,"per_target":{"<type>":{"suspend_cycles":n,"reload_races":n},...}}
  * Exit status 0 when there were no failures, 1 otherwise (2: bad arguments; a VM failure counts as a failure).
  */
 import { PassThrough } from 'node:stream';

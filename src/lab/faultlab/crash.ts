@@ -27,7 +27,7 @@ export const component: Component = {
   async run(ctx: LabContext, only?: { seed: number }): Promise<Partial<Counters>> {
     const dm = DeviceMapper.open();
     const scope = new Scope();
-    const got = { crash_states: 0, crash_states_kernel: 0, known_upstream: 0 };
+    const got = { crash_states: 0, crash_states_kernel: 0, known_upstream: 0, backup_checks: 0 };
     try {
       const [rec, log, crash, src, meta, crashMeta] = ramdisks(scope, 6, bytes(BigInt(48 * MiB))).map((d) => d.path) as [string, string, string, string, string, string];
       const eraPlan = crashPlan(ctx.scale, 'era');
@@ -39,6 +39,7 @@ export const component: Component = {
           got.crash_states += c.states;
           got.crash_states_kernel += c.kernel;
           got.known_upstream += c.known;
+          got.backup_checks += c.backups;
           if (only) break;
         }
       }

@@ -18,6 +18,8 @@ export interface Counters {
   /** Crash states or inputs where an in-tree target shows a documented upstream weakness (not failures). */
   known_upstream: number;
   failures: number;
+  /** Crash states (era) where an incremental backup of the recovered device was checked against the image. */
+  backup_checks: number;
   /** Suspend/resume cycles under IO (torture). */
   suspend_cycles: number;
   /** The torture component's cycles and races, per target type. */
@@ -29,7 +31,7 @@ type NumericCounter = Exclude<keyof Counters, 'per_target'>;
 export function zeroCounters(): Counters {
   return {
     crash_states: 0, crash_states_kernel: 0, io_error_points: 0, malformed_inputs: 0, corrupted_images: 0, reload_races: 0, known_upstream: 0, failures: 0,
-    suspend_cycles: 0, per_target: {},
+    backup_checks: 0, suspend_cycles: 0, per_target: {},
   };
 }
 

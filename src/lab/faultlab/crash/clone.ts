@@ -107,7 +107,7 @@ async function recoverInKernel(devs: Devices, type: string, disks: CloneDisks, s
 export async function cloneCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, disks: CloneDisks, seed: number, plan: CrashPlan, throttle: (percent: number) => void): Promise<CrashCounts> {
   const started = Date.now();
   const devs = new Devices(dm);
-  const counts: CrashCounts = { states: 0, kernel: 0, known: 0 };
+  const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
   const rand = prng(seed);
   writeDirect(disks.src, 0n, patternBuffer(SRC_SEED, sectors(0n), LENGTH / 512));
   const base = patternBuffer(GARBAGE, sectors(0n), LENGTH / 512);

@@ -17,8 +17,20 @@
  *    block was committed, so no crash may show data era does not know about: the 2021 lost-writes bug).
  * A sample of distinct images is also recovered in the kernel: era is loaded on the image, the origin
  * read through it must equal the image, and after removal era_check passes and the contract still holds.
+ *
+ * Backups across the crash. At half of the states recovered in the kernel (and at the last one), an
+ * incremental backup (src/workflows/backup.ts: metadata snapshot, changed blocks, copy engine) of the
+ * recovered device since the era current before the workload's first write must hold every block whose
+ * data reached the origin, with the origin's bytes, and every piece it holds must equal the origin's
+ * bytes at its place. A snapshot the crash left held is dropped first, as an operator would
+ * (`dmkit era metadata-snap NAME drop`).
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { DeviceMapper } from '../../../dm';
+import { era as eraTarget } from '../../../targets';
+import { backup, EraChangedError, readBackupHeader } from '../../../workflows';
 import { patternBuffer, readDirect, runChecker, writeDirect, zero } from '../../../testing';
 import { bytes, sectors } from '../../../units';
 import { eraWrittenBlocks, MetadataDamage, MetadataImage, readEraMetadata, unformatted } from '../../../pdata/reader';
@@ -44,6 +56,8 @@ export interface CrashCounts {
   kernel: number;
   /** States showing a documented weakness of the in-tree target (not failures). */
   known: number;
+  /** Recovered states where an incremental backup was taken and checked against the image. */
+  backups: number;
 }
 
 /**
@@ -100,8 +114,48 @@ export function eraOracle(image: Buffer): string[] {
   return lost.length ? [`era does not report ${lost.length} written block(s): ${lost.slice(0, 8).join(',')} (era ${md.currentEra})`] : [];
 }
 
+/**
+ * Takes an incremental backup of the recovered era device `name` since `sinceEra` and checks it against
+ * the crash image's origin `data`: every block holding data is in a piece, and every piece holds the
+ * origin's bytes at its place. Returns what is wrong.
+ */
+async function checkBackupAcrossCrash(dm: DeviceMapper, name: string, sinceEra: number, data: Buffer): Promise<string[]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmkit-lab-backup-'));
+  const file = path.join(dir, 'inc.img');
+  try {
+    const take = () => backup(dm, { name }, { since: sinceEra, to: file });
+    try {
+      await take();
+    } catch (e) {
+      if (!(e instanceof EraChangedError && e.code === 'ERR_ERA_SNAPSHOT_HELD')) throw e;
+      await dm.message({ name }, undefined, 'drop_metadata_snap'); // the crash left a snapshot held
+      await take();
+    }
+    const h = readBackupHeader(file);
+    if (h.sinceEra !== sinceEra || h.full) return [`backup: header says since era ${h.sinceEra} (full ${h.full}), asked for ${sinceEra}`];
+    const img = fs.readFileSync(file);
+    const problems: string[] = [];
+    const covered = new Uint8Array(DATA / BLOCK);
+    for (const [i, p] of h.pieces.entries()) {
+      const at = Number(p.deviceOffset), n = Number(p.length);
+      if (!img.subarray(Number(p.imageOffset), Number(p.imageOffset) + n).equals(data.subarray(at, at + n))) {
+        problems.push(`backup: piece ${i} (origin bytes ${at}..${at + n}) differs from the origin`);
+        break;
+      }
+      for (let b = Math.ceil(at / BLOCK); (b + 1) * BLOCK <= at + n; b++) covered[b] = 1;
+    }
+    const missed = nonZeroBlocks(data, BLOCK).filter((b) => !covered[b]);
+    if (missed.length) problems.push(`backup since era ${sinceEra} misses ${missed.length} block(s) whose data reached the origin: ${missed.slice(0, 8).join(',')}`);
+    return problems;
+  } catch (e) {
+    return [`backup since era ${sinceEra} failed: ${(e as Error).message}`];
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Loads `type` on a crash image written to disks.crash; checks read-back, era_check and the contract after removal. */
-async function recoverInKernel(devs: Devices, type: string, disks: EraDisks, image: Buffer): Promise<string[]> {
+async function recoverInKernel(devs: Devices, type: string, disks: EraDisks, image: Buffer, backupSince: number | null): Promise<string[]> {
   const problems: string[] = [];
   const meta = await devs.create('lab-crash-meta', 'linear', META / 512, `${disks.crash} 0`);
   const origin = await devs.create('lab-crash-origin', 'linear', DATA / 512, `${disks.crash} ${META / 512}`);
@@ -109,6 +163,7 @@ async function recoverInKernel(devs: Devices, type: string, disks: EraDisks, ima
     const era = await devs.create('lab-crash-era', type, DATA / 512, `${meta} ${origin} 8`);
     const got = readDirect(era, 0n, BigInt(DATA), BigInt(MiB));
     if (!got.equals(image.subarray(META, META + DATA))) problems.push('the origin read through era differs from the crash image');
+    if (backupSince !== null) problems.push(...(await checkBackupAcrossCrash(devs.dm, 'lab-crash-era', backupSince, image.subarray(META, META + DATA))));
     await devs.remove('lab-crash-era');
   } catch (e) {
     problems.push(`${type} refused a crash image the user-space checker accepts: ${(e as Error).message}`);
@@ -129,7 +184,8 @@ async function recoverInKernel(devs: Devices, type: string, disks: EraDisks, ima
 export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, disks: EraDisks, seed: number, plan: CrashPlan): Promise<CrashCounts> {
   const started = Date.now();
   const devs = new Devices(dm);
-  const counts: CrashCounts = { states: 0, kernel: 0, known: 0 };
+  const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
+  let firstEra = 1; // the era current before the workload's first write
   zero(disks.rec, bytes(BigInt(META + DATA)));
   zero(disks.log, bytes(BigInt(MiB)));
   const ops = workload(seed, plan.ops, DATA / BLOCK);
@@ -139,6 +195,8 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
     const meta = await devs.create('lab-meta', 'linear', META / 512, `${lw} 0`);
     const origin = await devs.create('lab-origin', 'linear', DATA / 512, `${lw} ${META / 512}`);
     const era = await devs.create('lab-era', type, DATA / 512, `${meta} ${origin} 8`);
+    const st0 = eraTarget.parseStatus((await dm.status({ name: 'lab-era' }))[0]!.status);
+    if ('currentEra' in st0) firstEra = Number(st0.currentEra);
     for (const [i, op] of ops.entries()) {
       await dm.message({ name: 'lab-lw' }, undefined, `mark op-${i}-${op.kind}`);
       switch (op.kind) {
@@ -189,6 +247,10 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
     if (used >= pointBudget) continue;
     perPoint.set(state.point, used + 1);
     counts.states += 1;
+    if (process.env['DMKIT_LAB_MEMLOG'] && counts.states % 50 === 0) {
+      const m = process.memoryUsage();
+      ctx.log(`mem at state ${counts.states} (kernel ${counts.kernel}): rss ${(m.rss / 2 ** 20).toFixed(0)} heap ${(m.heapUsed / 2 ** 20).toFixed(0)} external ${(m.external / 2 ** 20).toFixed(0)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB`);
+    }
     const replayPlan = { log: logBuf, index: log, base: null, length: META + DATA, apply: state.apply, ...(state.torn ? { torn: state.torn } : {}) };
     const { digest, image } = await replayImage(replayPlan); // one pass: the image and its digest
     if (seen.has(digest)) continue; // an image already judged: the verdict depends on the image alone
@@ -202,7 +264,10 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
     if (!problems.length && counts.kernel < plan.kernelPerWorkload && (seen.size % 3 === 1 || state.kind === 'prefix')) {
       await replayImage({ ...replayPlan, out: disks.crash });
       counts.kernel += 1;
-      problems = await recoverInKernel(devs, type, disks, image!).finally(() => devs.teardown());
+      // A backup at every other recovered state, and at the last one the budget allows.
+      const withBackup = counts.kernel % 2 === 1 || counts.kernel === plan.kernelPerWorkload;
+      problems = await recoverInKernel(devs, type, disks, image!, withBackup ? firstEra : null).finally(() => devs.teardown());
+      if (withBackup) counts.backups += 1;
     }
     if (problems.length) {
       ctx.fail({
@@ -216,6 +281,6 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
       break; // one report per workload is enough to replay it
     }
   }
-  ctx.log(`${type} workload ${seed}: ${ops.length} ops, ${log.entries.length} log entries, ${points.length} crash points, ${counts.states} states (${seen.size} distinct images, ${counts.kernel} recovered in the kernel); record ${((recorded - started) / 1000).toFixed(0)} s, states ${((Date.now() - recorded) / 1000).toFixed(0)} s`);
+  ctx.log(`${type} workload ${seed}: ${ops.length} ops, ${log.entries.length} log entries, ${points.length} crash points, ${counts.states} states (${seen.size} distinct images, ${counts.kernel} recovered in the kernel, ${counts.backups} backups checked); record ${((recorded - started) / 1000).toFixed(0)} s, states ${((Date.now() - recorded) / 1000).toFixed(0)} s`);
   return counts;
 }
