@@ -127,7 +127,7 @@ export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, t
   const started = Date.now();
   const family: SnapshotFamily = type === 'dmkit-snapshot' ? 'dmkit' : 'in-tree';
   const total = ORIGIN + snaps * COW;
-  const counts: CrashCounts = { states: 0, kernel: 0, known: 0 };
+  const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
   const baseSeed = (seed % 100000) + 7;
   zero(disks.rec, bytes(BigInt(total)));
   zero(disks.log, bytes(BigInt(MiB)));
