@@ -15,10 +15,11 @@
  *
  * Both refuse, with a CacheWorkflowError and nothing changed, a device of another shape.
  */
-import { open } from 'node:fs/promises';
 import type { DevId, DeviceMapper, TargetLine } from '../dm';
 import { cache, linear, type CacheInfo, type CacheInput, type CacheIoMode, type CacheParams } from '../targets';
 import { sectors, type Sectors, type TargetBlocks } from '../units';
+import { sleep } from './wait';
+import { zeroSuperblock } from './clone-hydrate';
 
 export type CacheType = 'cache' | 'dmkit-cache';
 
@@ -92,16 +93,6 @@ export interface DetachResult {
   readonly table: TargetLine;
 }
 
-async function zeroSuperblock(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.write(Buffer.alloc(4096), 0, 4096, 0);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 async function swapIn(dm: CacheDm, id: DevId, lines: readonly TargetLine[]): Promise<void> {
   await dm.load(id, lines);
   try {
@@ -146,19 +137,6 @@ function cacheInfo(name: string, text: string): CacheInfo {
   if ('fail' in st || 'error' in st) throw new CacheWorkflowError(`${name}: the cache reports ${text.trim()}`, 'ERR_CACHE_FAILED');
   return st as CacheInfo;
 }
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 
 export async function detachCache(dm: CacheDm, o: DetachOptions): Promise<DetachResult> {
   const id = { name: o.name };

@@ -21,6 +21,7 @@
 import type { DevId, DeviceMapper, TargetLine } from '../dm';
 import { snapshot, snapshotMerge, snapshotOrigin, targetKind, type SnapshotParams, type SnapshotStatus, type SnapshotStore } from '../targets';
 import { sectors, type Sectors } from '../units';
+import { sleep } from './wait';
 
 /** Which family of targets: the kernel's own or dmkit's modules. */
 export type SnapshotFamily = 'in-tree' | 'dmkit';
@@ -309,19 +310,6 @@ function usage(name: string, text: string): Extract<SnapshotStatus, { allocated:
   if ('problem' in st) throw new SnapshotError(`${name}: the snapshot reports ${st.problem}`, st.problem === 'Merge failed' ? 'ERR_SNAPSHOT_MERGE_FAILED' : 'ERR_SNAPSHOT_UNUSABLE');
   return st;
 }
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 
 export async function mergeSnapshot(dm: SnapshotDm, o: MergeOptions): Promise<MergeResult> {
   const snap = await snapshotMember(dm, o.name);
