@@ -44,6 +44,17 @@ export const VM_EXIT = { TIMEOUT: 124, SPLAT: 125, LAB_FAILURE: 126 } as const;
 /** What the guest's stage2 reports when the kernel splatted while booting, before any dmkit code ran. */
 const BOOT_SPLAT_STATUS = 123;
 
+/**
+ * What stage2 reports when the job outlived its time in the guest: the guest's watchdog stops it a
+ * minute before the host would kill QEMU, after sysrq-w put every blocked task's stack in the kernel
+ * log (a hang says where it hangs, instead of a killed VM with no log).
+ */
+const GUEST_TIMEOUT_STATUS = 121;
+/** The host's timeout minus boot and shutdown; no watchdog under two minutes. */
+function guestTimeout(timeoutSec: number): number {
+  return timeoutSec >= 120 ? timeoutSec - 60 : 0;
+}
+
 export interface VmResult {
   /** What `npm run vm` exits with: the command's status, or one of VM_EXIT. */
   exitCode: number;
@@ -108,7 +119,7 @@ function passthroughEnv(): Record<string, string> {
   return env;
 }
 
-function writeJob(dir: string, opts: VmOptions, kernel: Kernel, modDir: string, modules: string[]): void {
+function writeJob(dir: string, opts: VmOptions, kernel: Kernel, modDir: string, modules: string[], timeoutSec: number): void {
   const cwd = path.resolve(opts.cwd ?? process.cwd());
   // A larger libuv pool: IO to a suspended device blocks a pool thread until resume, and the resume
   // ioctl itself needs a free one (the torture component has several IO loops in flight).
@@ -123,6 +134,7 @@ function writeJob(dir: string, opts: VmOptions, kernel: Kernel, modDir: string, 
     DMKIT_REPO: REPO_ROOT,
     DMKIT_CWD: cwd,
     DMKIT_HUNG_TASK_SECS: kernel.label === 'debug' ? '120' : '60',
+    DMKIT_GUEST_TIMEOUT: String(guestTimeout(timeoutSec)),
   };
   fs.writeFileSync(
     path.join(dir, 'job.env'),
@@ -185,9 +197,9 @@ async function runVmOnce(opts: VmOptions): Promise<VmResult> {
   const tree = prepareModuleTree(kernel, opts.reverts);
   const initrd = buildInitramfs(kernel);
   const dir = newRunDir();
-  writeJob(dir, opts, kernel, tree.dir, tree.modules);
-
   const timeoutSec = opts.timeoutSec ?? 900;
+  writeJob(dir, opts, kernel, tree.dir, tree.modules, timeoutSec);
+
   const child = spawn('qemu-system-x86_64', qemuArgs(kernel, initrd, dir, opts), {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -230,6 +242,9 @@ async function runVmOnce(opts: VmOptions): Promise<VmResult> {
   } else if (commandStatus === null || Number.isNaN(commandStatus)) {
     exitCode = VM_EXIT.LAB_FAILURE;
     labError = qemuStatus === null ? 'qemu-system-x86_64 could not run' : `the guest stopped without a status (qemu exit ${qemuStatus})`;
+  } else if (commandStatus === GUEST_TIMEOUT_STATUS) {
+    exitCode = VM_EXIT.TIMEOUT;
+    labError = `the job ran past ${guestTimeout(timeoutSec)} s and was stopped in the guest; the blocked tasks' stacks (sysrq-w) are in the kernel log`;
   } else if (commandStatus === BOOT_SPLAT_STATUS && !splats.length) {
     exitCode = VM_EXIT.LAB_FAILURE;
     labError = 'the guest saw a boot splat that the host does not find in the kernel log';

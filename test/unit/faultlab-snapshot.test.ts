@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { formatCow, SNAP_MAGIC } from '../../src/pdata/snapshot-cow';
 import { planCases, predict } from '../../src/lab/faultlab/corrupt/snapshot';
+import { LOG_FLAG, type LogEntry } from '../../src/lab/faultlab/logwrites';
 import { sectors, targetBlocks } from '../../src/units';
 
 const CHUNK = sectors(2);
@@ -68,7 +69,7 @@ test('planCases: field cases and random ones, each a real change, seeds stable',
   assert.ok(planCases(good, 1, 'snapshot', 'ci').every((c) => !/chunk_size := (2097152|2147483648)$/.test(c.what)));
 });
 
-import { coverage, oracle, type Op } from '../../src/lab/faultlab/crash/snapshot';
+import { copiesAfter, coverage, oracle, type Op } from '../../src/lab/faultlab/crash/snapshot';
 import { patternBuffer } from '../../src/testing';
 
 test('crash oracle: a snapshot showing a later origin write, and a lost fsync\'d write, are caught', () => {
@@ -95,4 +96,31 @@ test('crash oracle: a snapshot showing a later origin write, and a lost fsync\'d
   patternBuffer(base, sectors(0n), 8).copy(lost, 0);
   assert.match(oracle(lost, ops, cov, 1, base, 2).join(), /lost op 0's fsync'd write/);
   assert.deepEqual(oracle(lost, ops, cov, 1, base, 0), [], 'not yet durable: either is fine');
+});
+
+test('crash: with several snapshots, chunk copies logged after an area that names them count as durable at it', () => {
+  const ORIGIN_S = (2 << 20) / 512;
+  const COW_S = (1 << 20) / 512;
+  const F = LOG_FLAG.FLUSH;
+  const U = LOG_FLAG.FUA;
+  let n = 0;
+  const e = (sector: number, sectors: number, flags: number): LogEntry => ({ index: n++, sector, sectors, flags, dataOffset: 0 });
+  const entries = [
+    e(0, 0, F), // 0: flush B of snapshot 1 (mapped after C grabbed the copies)
+    e(ORIGIN_S + COW_S + 8, 8, U), // 1: snapshot 1's area (chunk 1) FUA
+    e(ORIGIN_S + 16, 8, 0), // 2: copy into snapshot 0's chunk 2
+    e(ORIGIN_S + COW_S + 16, 8, 0), // 3: copy into snapshot 1's chunk 2
+    e(ORIGIN_S + COW_S + 16, 4, 0), // 4: a later write to that chunk: no copy
+    e(100, 8, 0), // 5: an origin write
+    e(0, 0, F), // 6: flush C, which had grabbed them
+    e(ORIGIN_S + COW_S * 2 + 24, 8, 0), // 7: copy into snapshot 2's chunk 3, after C
+    e(0, 0, F), // 8
+  ];
+  const early = copiesAfter({ sectorSize: 512, entries }, 4);
+  assert.deepEqual(early.get(-1), [], 'flush B comes first');
+  assert.deepEqual(early.get(0), [2, 3]);
+  assert.deepEqual(early.get(1), [2, 3]);
+  assert.deepEqual(early.get(6), [7]);
+  assert.deepEqual(early.get(8), []);
+  assert.equal(early.has(2), false, 'plain writes are no crash points');
 });

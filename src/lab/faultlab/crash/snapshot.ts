@@ -17,13 +17,24 @@
  *  - writes acknowledged before a flush survive: an fsync'd write (to the origin or a snapshot) whose
  *    next op's mark is durable shows, or a later write over the same sector does.
  * The merge half of the issue's crash contract (dmkit-merge resuming at each state) is not here yet.
+ *
+ * A limit of dm-log-writes with several snapshots: after one origin write, each snapshot's commit worker
+ * flushes at once. log-writes hands the completed, unflushed writes (the chunk copies) to the flush that
+ * is mapped first, and logs them when that flush completes; a flush mapped a moment later, by another
+ * snapshot, can complete and be logged first, followed by its area write, so the log puts the copies
+ * after an area that names them although that flush made them durable (CI once saw it: an exception
+ * whose COW chunk was zero at the area's FUA point). The log cannot tell that case from a commit
+ * without a flush, so with several snapshots every state includes the copies logged before the next
+ * FLUSH entry (copies land in fresh chunks that no exception names until committed, so this changes
+ * nothing else). The 1-snapshot workload, whose flushes never overlap, keeps the strict order: a copy
+ * must be durable before the area naming it.
  */
 import { DeviceMapper } from '../../../dm';
 import { CowDamage, readCow } from '../../../pdata/snapshot-cow';
 import { patternBuffer, readDirect, STAMP_MAGIC, writeDirect, zero } from '../../../testing';
 import { bytes, sectors } from '../../../units';
 import { createSnapshot, removeSnapshot, type SnapshotFamily } from '../../../workflows';
-import { logIndex, replayImage } from '../logwrites';
+import { isDataEntry, LOG_FLAG, logIndex, replayImage, type WriteLog } from '../logwrites';
 import { crashPoints, enumerateStates } from '../states';
 import { caseSeed, type LabContext, prng } from '../types';
 import { type CrashPlan, Devices, MiB } from './rig';
@@ -123,6 +134,37 @@ export function oracle(image: Buffer, ops: readonly Op[], cov: Coverage, snaps: 
   return problems;
 }
 
+/**
+ * Per crash point (with several snapshots): the chunk copies logged after it and before the next FLUSH
+ * entry. A copy is the first write to a COW data chunk (chunks 0 and 1 are the header and area 0; a
+ * snapshot's own writes reach a chunk only after its copy was committed).
+ */
+export function copiesAfter(log: WriteLog, snaps: number): Map<number, number[]> {
+  const copies: number[] = [];
+  const seen = new Set<number>();
+  const chunksPerCow = COW / (CHUNK * SECTOR);
+  for (const e of log.entries) {
+    if (!isDataEntry(e) || e.flags & LOG_FLAG.DISCARD) continue;
+    const off = e.sector * SECTOR - ORIGIN;
+    if (off < 0 || off >= snaps * COW) continue;
+    const chunk = Math.floor(off / (CHUNK * SECTOR)); // over all COWs
+    if (chunk % chunksPerCow < 2 || seen.has(chunk)) continue;
+    seen.add(chunk);
+    copies.push(e.index);
+  }
+  const out = new Map<number, number[]>();
+  for (let p = -1, c = 0; p < log.entries.length; p++) {
+    if (p >= 0 && !(log.entries[p]!.flags & (LOG_FLAG.FLUSH | LOG_FLAG.FUA))) continue;
+    let next = p + 1;
+    while (next < log.entries.length && !(log.entries[next]!.flags & LOG_FLAG.FLUSH)) next++;
+    while (c < copies.length && copies[c]! <= p) c++;
+    const mine: number[] = [];
+    for (let j = c; j < copies.length && copies[j]! < next; j++) mine.push(copies[j]!);
+    out.set(p, mine);
+  }
+  return out;
+}
+
 export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, disks: SnapCrashDisks, seed: number, snaps: number, plan: CrashPlan): Promise<CrashCounts> {
   const started = Date.now();
   const family: SnapshotFamily = type === 'dmkit-snapshot' ? 'dmkit' : 'in-tree';
@@ -178,13 +220,17 @@ export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, t
   const rand = prng(caseSeed(seed, 'crash-states', 0));
   const seen = new Set<string>();
   const perPoint = new Map<number, number>();
+  const early = snaps > 1 ? copiesAfter(log, snaps) : new Map<number, number[]>();
   const pointBudget = Math.max(1, Math.floor(plan.maxStates / Math.max(1, points.length)));
   for (const state of enumerateStates(log, points, { exhaustiveUpTo: plan.exhaustiveUpTo, randomSubsets: plan.randomSubsets, tornPerPoint: plan.tornPerPoint, rng: rand })) {
     const used = perPoint.get(state.point) ?? 0;
     if (used >= pointBudget) continue;
+    const copies = early.get(state.point) ?? [];
+    if (state.torn && copies.includes(state.torn.entry)) continue; // a copy counts as durable here
     perPoint.set(state.point, used + 1);
     counts.states += 1;
-    const { digest, image } = await replayImage({ log: logBuf, index: log, base, length: total, apply: state.apply, ...(state.torn ? { torn: state.torn } : {}) });
+    const apply = copies.length ? Uint32Array.from(new Set([...state.apply, ...copies])).sort() : state.apply;
+    const { digest, image } = await replayImage({ log: logBuf, index: log, base, length: total, apply, ...(state.torn ? { torn: state.torn } : {}) });
     if (seen.has(digest)) continue;
     seen.add(digest);
     // Ops [0, durable) are done: the mark after each is inside the durable prefix.
@@ -196,7 +242,7 @@ export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, t
         component: 'crash',
         target: type,
         seed,
-        detail: `${snaps} snapshot(s), state ${state.label}: ${problems.join('; ')}`,
+        detail: `${snaps} snapshot(s), state ${state.label}${copies.length ? ` (+ copies {${copies.join(",")}})` : ""}: ${problems.join('; ')}`,
         log: `workload: ${JSON.stringify(ops)}\nlog entries: ${log.entries.length}, crash points: ${points.length}\nreplay: the .lwlog artifact is the recorded log; the base image is the origin stamped with seed ${baseSeed}, zeros after`,
         artifacts: { lwlog: logBuf },
       });
