@@ -27,7 +27,8 @@
  * without a flush, so with several snapshots every state includes the copies logged before the next
  * FLUSH entry (copies land in fresh chunks that no exception names until committed, so this changes
  * nothing else). The 1-snapshot workload, whose flushes never overlap, keeps the strict order: a copy
- * must be durable before the area naming it.
+ * must be durable before the area naming it (checked: with the area write's PREFLUSH taken out, it fails
+ * at its fifth crash state).
  */
 import { DeviceMapper } from '../../../dm';
 import { CowDamage, readCow } from '../../../pdata/snapshot-cow';
