@@ -63,7 +63,18 @@ describeFamilies(
       stampDirect(rig.volPath, expected, 256n, 16n, 500);
       stampDirect(rig.volPath, expected, 7936n, 64n, 501);
       readers.push(new DirectReader(rig.volPath, () => expected, LENGTH));
-      const result = await merging.finally(() => readers[1]!.stop());
+      // A merge that fails may leave the volume suspended, and the reader's dd would then wait for ever
+      // (the debug stage of one CI run stalled here once): report the merge's error and the volume's
+      // state instead.
+      const outcome = await merging.then((r) => ({ r }), (e: unknown) => ({ e }));
+      const stopped = await Promise.race([readers[1]!.stop().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 60_000))]);
+      if (!stopped || 'e' in outcome) {
+        const info = await dm.info({ name: rig.vol }).then((i) => JSON.stringify(i.flags), (e: Error) => e.message);
+        const why = 'e' in outcome ? `the merge failed: ${(outcome.e as Error).stack ?? String(outcome.e)}` : 'the merge returned';
+        if (!stopped) await dm.resume({ name: rig.vol }).catch(() => undefined);
+        assert.fail(`${why}; the reader ${stopped ? 'stopped' : 'did not stop within 60 s'}; volume flags ${info}`);
+      }
+      const result = outcome.r;
       for (const r of readers) {
         assert.deepEqual(r.errors, [], 'the reader never got an I/O error');
         assert.deepEqual(r.mismatches, [], 'every pass read the snapshot data (and the writes made meanwhile)');
