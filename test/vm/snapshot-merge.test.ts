@@ -67,7 +67,9 @@ describeFamilies(
       // (the debug stage of one CI run stalled here once): report the merge's error and the volume's
       // state instead.
       const outcome = await merging.then((r) => ({ r }), (e: unknown) => ({ e }));
-      const stopped = await Promise.race([readers[1]!.stop().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 60_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      const stopped = await Promise.race([readers[1]!.stop().then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), 60_000)))]);
+      clearTimeout(timer);
       if (!stopped || 'e' in outcome) {
         const info = await dm.info({ name: rig.vol }).then((i) => JSON.stringify(i.flags), (e: Error) => e.message);
         const why = 'e' in outcome ? `the merge failed: ${(outcome.e as Error).stack ?? String(outcome.e)}` : 'the merge returned';

@@ -403,6 +403,13 @@ async function runTarget(ctx: LabContext, dm: DeviceMapper, type: TargetType, on
   return { images: s.cases, known: [...s.known.values()].reduce((a, b) => a + b, 0) };
 }
 
+/** The in-tree targets (about 35 s each) only add known_upstream counts: release scale, or asked for by seed. */
+function inTreeSkipped(ctx: LabContext, type: string, only: unknown): boolean {
+  if (type.startsWith('dmkit-') || ctx.scale !== 'ci' || only) return false;
+  ctx.log(`${type} (in-tree): release scale only (CI's budget)`);
+  return true;
+}
+
 export const component: Component = {
   name: 'corrupt',
   async run(ctx, only) {
@@ -412,11 +419,7 @@ export const component: Component = {
     try {
       for (const type of TYPES) {
         if (!ctx.wants(type)) continue;
-        if (!type.startsWith('dmkit-') && ctx.scale === 'ci' && !only) {
-          // The in-tree targets only add known_upstream counts (about 35 s each): release scale.
-          ctx.log(`${type} (in-tree): release scale only (CI's budget)`);
-          continue;
-        }
+        if (inTreeSkipped(ctx, type, only)) continue;
         if (!(await available(dm, type))) {
           ctx.log(`${type}: target not registered here, skipped`);
           continue;
@@ -428,10 +431,7 @@ export const component: Component = {
       // The snapshot family: COW images rather than persistent-data metadata (corrupt/snapshot.ts).
       for (const type of SNAPSHOT_LAB_TYPES) {
         if (!ctx.wants(type)) continue;
-        if (type === 'snapshot' && ctx.scale === 'ci' && !only) {
-          ctx.log('snapshot (in-tree): release scale only (CI\'s budget; 34 images, about 35 s)');
-          continue;
-        }
+        if (inTreeSkipped(ctx, type, only)) continue;
         if (!(await available(dm, type))) {
           ctx.log(`${type}: target not registered here, skipped`);
           continue;

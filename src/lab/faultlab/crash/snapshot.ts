@@ -243,7 +243,7 @@ export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, t
         component: 'crash',
         target: type,
         seed,
-        detail: `${snaps} snapshot(s), state ${state.label}${copies.length ? ` (+ copies {${copies.join(",")}})` : ""}: ${problems.join('; ')}`,
+        detail: `${snaps} snapshot(s), state ${state.label}${copies.length ? ` (+ copies {${copies.join(',')}})` : ''}: ${problems.join('; ')}`,
         log: `workload: ${JSON.stringify(ops)}\nlog entries: ${log.entries.length}, crash points: ${points.length}\nreplay: the .lwlog artifact is the recorded log; the base image is the origin stamped with seed ${baseSeed}, zeros after`,
         artifacts: { lwlog: logBuf },
       });
