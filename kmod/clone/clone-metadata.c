@@ -25,6 +25,7 @@
 
 #include "dmkit-common.h"
 #include "clone-metadata.h"
+#include "dmkit-md-guard.h"
 
 #define DM_MSG_PREFIX "dmkit-clone metadata"
 
@@ -62,6 +63,7 @@ struct dirty_set {
 
 struct clone_md {
 	struct block_device *bdev;
+	struct dmkit_md_guard *guard;	/* shared with every table on this metadata device */
 	sector_t target_sectors;
 	sector_t region_sectors;
 	unsigned long nr_regions;
@@ -361,11 +363,15 @@ struct clone_md *clone_md_open(struct block_device *bdev, sector_t target_sector
 			       sector_t region_sectors, char **error)
 {
 	struct clone_md *md;
+	unsigned int noio;
 	int r = -ENOMEM;
 
 	md = kzalloc(sizeof(*md), GFP_KERNEL);
 	if (!md)
 		return ERR_PTR(-ENOMEM);
+	md->guard = dmkit_md_guard_get(bdev);
+	if (!md->guard)
+		goto bad_guard;
 
 	md->bdev = bdev;
 	md->target_sectors = target_sectors;
@@ -381,26 +387,30 @@ struct clone_md *clone_md_open(struct block_device *bdev, sector_t target_sector
 	if (alloc_dirty_sets(md))
 		goto bad_dirty;
 
+	/* No commit of another table on this device may run while this one reads. */
+	noio = dmkit_md_guard_lock(md->guard);
 	r = open_persistent(md, true);
 	if (md->geometry_mismatch)
 		*error = "Region size and/or target size differ from the ones in the metadata";
+	if (!r) {
+		r = load_hydrated_map(md, md->hydrated, &md->nr_hydrated);
+		if (r) {
+			DMERR("cannot load the region bitmap: %d", r);
+			close_persistent(md);
+		}
+	}
+	dmkit_md_guard_unlock(md->guard, noio);
 	if (r)
 		goto bad_persistent;
-
-	r = load_hydrated_map(md, md->hydrated, &md->nr_hydrated);
-	if (r) {
-		DMERR("cannot load the region bitmap: %d", r);
-		goto bad_load;
-	}
 	return md;
 
-bad_load:
-	close_persistent(md);
 bad_persistent:
 	free_dirty_sets(md);
 bad_dirty:
 	kvfree(md->hydrated);
 bad_map:
+	dmkit_md_guard_put(md->guard);
+bad_guard:
 	kfree(md);
 	return ERR_PTR(r);
 }
@@ -411,6 +421,7 @@ void clone_md_close(struct clone_md *md)
 		close_persistent(md);
 	free_dirty_sets(md);
 	kvfree(md->hydrated);
+	dmkit_md_guard_put(md->guard);
 	kfree(md);
 }
 
@@ -496,6 +507,7 @@ out:
 
 int clone_md_commit(struct clone_md *md)
 {
+	unsigned int noio;
 	int r;
 
 	mutex_lock(&md->io_lock);
@@ -509,7 +521,9 @@ int clone_md_commit(struct clone_md *md)
 		goto out;
 	}
 
+	noio = dmkit_md_guard_lock(md->guard);
 	r = write_superblock(md, true);
+	dmkit_md_guard_unlock(md->guard, noio);
 	if (r)
 		goto out;
 
@@ -537,6 +551,7 @@ bool clone_md_changed(struct clone_md *md)
 int clone_md_abort(struct clone_md *md)
 {
 	unsigned long *map, count;
+	unsigned int noio;
 	int r;
 
 	map = alloc_region_bitmap(md->nr_regions);
@@ -550,17 +565,17 @@ int clone_md_abort(struct clone_md *md)
 	}
 
 	close_persistent(md);
+	noio = dmkit_md_guard_lock(md->guard);
 	r = open_persistent(md, false);
-	if (r) {
-		md->broken = true;
-		goto out;
+	if (!r) {
+		if (md->read_only)
+			dm_bm_set_read_only(md->bm);
+		r = load_hydrated_map(md, map, &count);
+		if (r)
+			close_persistent(md);
 	}
-	if (md->read_only)
-		dm_bm_set_read_only(md->bm);
-
-	r = load_hydrated_map(md, map, &count);
+	dmkit_md_guard_unlock(md->guard, noio);
 	if (r) {
-		close_persistent(md);
 		md->broken = true;
 		goto out;
 	}

@@ -14,6 +14,7 @@
  * Writesets are archived into the tree at each rollover and digested into the era array in the
  * background, oldest era first; a digested writeset leaves the tree.
  */
+#include <linux/delay.h>
 #include <linux/device-mapper.h>
 #include <linux/mm.h>
 #include <linux/rcupdate.h>
@@ -28,6 +29,7 @@
 #include "persistent-data/dm-transaction-manager.h"
 
 #include "era-metadata.h"
+#include "dmkit-md-guard.h"
 
 #define DM_MSG_PREFIX "dmkit-era"
 
@@ -46,6 +48,9 @@
 
 /* Most block locks one thread holds at once (btree spine plus array block plus superblock). */
 #define ERA_LOCKS_PER_THREAD 5
+
+/* Widens the window between reading the superblock and following its roots (a table being loaded). */
+DMKIT_TEST_KNOB(load_delay_ms, "milliseconds between reading the superblock and opening its space map");
 
 /* Bits of an archived writeset looked at per digest step: keeps each worker pass short. */
 #define ERA_DIGEST_BITS_PER_STEP 128
@@ -97,6 +102,7 @@ struct era_digest {
 
 struct era_md {
 	struct block_device *bdev;
+	struct dmkit_md_guard *guard;	/* shared with every table on this metadata device */
 	struct dm_block_manager *bm;
 	struct dm_space_map *sm;
 	struct dm_transaction_manager *tm;
@@ -385,7 +391,8 @@ int era_md_pre_commit(struct era_md *md)
 	return r;
 }
 
-int era_md_commit(struct era_md *md)
+/* Called with the device's guard held. */
+static int commit_guarded(struct era_md *md)
 {
 	int r;
 
@@ -401,6 +408,15 @@ int era_md_commit(struct era_md *md)
 		return r;
 	}
 	return write_superblock(md, true);
+}
+
+int era_md_commit(struct era_md *md)
+{
+	unsigned int noio = dmkit_md_guard_lock(md->guard);
+	int r = commit_guarded(md);
+
+	dmkit_md_guard_unlock(md->guard, noio);
+	return r;
 }
 
 /*----------------------------------------------------------------
@@ -430,7 +446,7 @@ static int format_metadata(struct era_md *md)
 	if (!r)
 		r = dm_array_empty(&md->era_array, &md->era_array_root);
 	if (!r)
-		r = era_md_commit(md);
+		r = commit_guarded(md);
 	if (r) {
 		DMERR("formatting the metadata failed: %d", r);
 		destroy_tm(md);
@@ -451,6 +467,8 @@ static int load_metadata(struct era_md *md, const char **error)
 		return r;
 	}
 	sb = dm_block_data(b);
+	if (dmkit_knob(load_delay_ms))
+		msleep(dmkit_knob(load_delay_ms));
 
 	/* Era fix 3: the bits on disk are only meaningful for the block size they were recorded with. */
 	if (le32_to_cpu(sb->data_block_size) != md->data_block_size) {
@@ -490,6 +508,7 @@ struct era_md *era_md_open(struct block_device *bdev, u32 data_block_size, bool 
 			   const char **error)
 {
 	struct era_md *md;
+	unsigned int noio;
 	bool blank;
 	int r;
 
@@ -497,6 +516,12 @@ struct era_md *era_md_open(struct block_device *bdev, u32 data_block_size, bool 
 	if (!md) {
 		*error = "Cannot allocate the metadata object";
 		return ERR_PTR(-ENOMEM);
+	}
+	md->guard = dmkit_md_guard_get(bdev);
+	if (!md->guard) {
+		*error = "Cannot allocate the metadata object";
+		r = -ENOMEM;
+		goto bad_guard;
 	}
 	md->bdev = bdev;
 	md->data_block_size = data_block_size;
@@ -509,23 +534,22 @@ struct era_md *era_md_open(struct block_device *bdev, u32 data_block_size, bool 
 		goto bad_bm;
 	}
 
+	/* No commit of another table on this device may run while this one reads. */
+	noio = dmkit_md_guard_lock(md->guard);
 	r = superblock_is_blank(md->bm, &blank);
 	if (r) {
 		*error = "Cannot read the metadata device";
-		goto bad_contents;
-	}
-	if (blank && !may_format) {
+	} else if (blank && !may_format) {
 		*error = "Metadata device is blank";
 		r = -ENODATA;
-		goto bad_contents;
-	}
-	if (blank) {
+	} else if (blank) {
 		r = format_metadata(md);
 		if (r)
 			*error = "Cannot format the metadata device";
 	} else {
 		r = load_metadata(md, error);
 	}
+	dmkit_md_guard_unlock(md->guard, noio);
 	if (r)
 		goto bad_contents;
 	return md;
@@ -533,6 +557,8 @@ struct era_md *era_md_open(struct block_device *bdev, u32 data_block_size, bool 
 bad_contents:
 	dm_block_manager_destroy(md->bm);
 bad_bm:
+	dmkit_md_guard_put(md->guard);
+bad_guard:
 	kfree(md);
 	return ERR_PTR(r);
 }
@@ -542,6 +568,7 @@ void era_md_close(struct era_md *md)
 	free_bitmaps(md);
 	destroy_tm(md);
 	dm_block_manager_destroy(md->bm);
+	dmkit_md_guard_put(md->guard);
 	kfree(md);
 }
 

@@ -4,7 +4,7 @@
  * read returns, so a stale, zeroed, misplaced or torn sector is named.
  */
 import { describeSector, patternBuffer, stampSector } from './patterns';
-import { readDirect, writeDirect } from './direct-io';
+import { readDirect, writeDirect, writeDirectAsync } from './direct-io';
 import { sectors } from '../units';
 
 const MiB = 1n << 20n;
@@ -89,6 +89,15 @@ export function verifyModel(path: string, model: DataModel, limit = 8): SectorMi
 /** Stamps [start, start+length) of `path` with `seed` by direct IO, and records it in the model. */
 export function stampDirect(path: string, model: DataModel | undefined, start: bigint, length: bigint, seed: number, opts: { fsync?: boolean; bs?: bigint } = {}): void {
   writeDirect(path, start * 512n, patternBuffer(seed, sectors(start), Number(length)), opts);
+  model?.write(start, length, seed);
+}
+
+/**
+ * stampDirect without blocking the event loop: needed while a workflow has a device suspended between two
+ * awaits, where a synchronous write to that device would wait for a resume only the event loop can issue.
+ */
+export async function stampDirectAsync(path: string, model: DataModel | undefined, start: bigint, length: bigint, seed: number, opts: { fsync?: boolean } = {}): Promise<void> {
+  await writeDirectAsync(path, start * 512n, patternBuffer(seed, sectors(start), Number(length)), opts);
   model?.write(start, length, seed);
 }
 

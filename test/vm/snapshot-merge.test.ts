@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceMapper } from '../../src/dm';
 import { readCow } from '../../src/pdata/snapshot-cow';
-import { DataModel, readDirect, stampDirect } from '../../src/testing';
+import { DataModel, readDirect, stampDirectAsync } from '../../src/testing';
 import { sectors } from '../../src/units';
 import { mergeSnapshot, type MergeProgress } from '../../src/workflows';
 import { DirectReader } from './clone-lib';
@@ -60,8 +60,11 @@ describeFamilies(
       while (!finished && !seen.some((p) => p.remaining > 0n && p.remaining < p.total)) await new Promise((r) => setTimeout(r, 20));
       const midMerge = !finished;
       await readers[0]!.stop();
-      stampDirect(rig.volPath, expected, 256n, 16n, 500);
-      stampDirect(rig.volPath, expected, 7936n, 64n, 501);
+      // Async: mergeSnapshot may hold the volume suspended between two of its awaits (the swap back at the
+      // end), and a synchronous write would then block the event loop that has to issue the resume. That
+      // deadlock was the debug stage's stall here (1 run in ~18: the merge finished while the reader stopped).
+      await stampDirectAsync(rig.volPath, expected, 256n, 16n, 500);
+      await stampDirectAsync(rig.volPath, expected, 7936n, 64n, 501);
       readers.push(new DirectReader(rig.volPath, () => expected, LENGTH));
       // A merge that fails may leave the volume suspended, and the reader's dd would then wait for ever
       // (the debug stage of one CI run stalled here once): report the merge's error and the volume's
