@@ -2,7 +2,7 @@
  * Lab component 'crash': recorded workloads replayed to crash states (every FLUSH/FUA point or crash mark,
  * subsets of the pending writes, torn 4 KiB writes), each checked against the target's durability
  * contract in user space, a sample recovered in the kernel. See crash/era.ts, crash/clone.ts and
- * crash/snapshot.ts (the snapshot family: user space only, the in-tree snapshot at release scale).
+ * crash/snapshot.ts and crash/snapshot-merge.ts (the snapshot family; the in-tree snapshot at release scale).
  */
 import { DeviceMapper } from '../../dm';
 import { setCloneThrottle, type CloneType } from '../../testing/clone-scenarios';
@@ -12,6 +12,7 @@ import { cloneCrashWorkload } from './crash/clone';
 import { eraCrashWorkload } from './crash/era';
 import { crashPlan, MiB } from './crash/rig';
 import { snapshotCrashWorkload } from './crash/snapshot';
+import { snapshotMergeCrashWorkload } from './crash/snapshot-merge';
 import { caseSeed, Component, Counters, LabContext } from './types';
 
 const ERA_TYPES = ['era', 'dmkit-era'];
@@ -67,6 +68,14 @@ export const component: Component = {
             got.crash_states += c.states;
             if (only) break;
           }
+        }
+        // A merge crashed at each point resumes in the kernel and ends with the origin equal to the snapshot.
+        for (let w = 0; w < (ctx.scale === 'ci' ? 1 : 10); w++) {
+          const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}-merge`, w);
+          const c = await snapshotMergeCrashWorkload(ctx, dm, type, { rec, log, crash }, seed, snapPlan);
+          got.crash_states += c.states;
+          got.crash_states_kernel += c.kernel;
+          if (only) break;
         }
       }
     } finally {

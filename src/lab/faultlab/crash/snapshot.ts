@@ -16,7 +16,8 @@
  *  - the origin holds only the base stamp or origin writes;
  *  - writes acknowledged before a flush survive: an fsync'd write (to the origin or a snapshot) whose
  *    next op's mark is durable shows, or a later write over the same sector does.
- * The merge half of the issue's crash contract (dmkit-merge resuming at each state) is not here yet.
+ * The merge half (a merge crashed at any point resumes and ends with the origin equal to the snapshot) is
+ * crash/snapshot-merge.ts.
  *
  * A limit of dm-log-writes with several snapshots: after one origin write, each snapshot's commit worker
  * flushes at once. log-writes hands the completed, unflushed writes (the chunk copies) to the flush that
@@ -41,11 +42,11 @@ import { caseSeed, type LabContext, prng } from '../types';
 import { type CrashPlan, Devices, MiB } from './rig';
 import type { CrashCounts } from './era';
 
-const ORIGIN = 2 * MiB;
-const COW = MiB;
-const CHUNK = 8; // sectors: 4 KiB
+export const ORIGIN = 2 * MiB;
+export const COW = MiB;
+export const CHUNK = 8; // sectors: 4 KiB
 const SECTOR = 512;
-const ORIGIN_SECTORS = ORIGIN / SECTOR;
+export const ORIGIN_SECTORS = ORIGIN / SECTOR;
 
 export interface SnapCrashDisks {
   rec: string;
@@ -54,7 +55,7 @@ export interface SnapCrashDisks {
 
 export type Op = { on: number; start: number; length: number; seed: number; fsync: boolean }; // on: -1 origin, k snapshot k
 
-function workload(seed: number, ops: number, snaps: number): Op[] {
+export function workload(seed: number, ops: number, snaps: number): Op[] {
   const rand = prng(seed);
   const out: Op[] = [];
   for (let i = 0; i < ops; i++) {
