@@ -11,8 +11,9 @@
  *  3. Verification: every byte through the device and on the destination, era_check, the clone metadata.
  *  4. dmkit-snapshot: a snapshot of the restored volume keeps its image under new writes; merging it
  *     back (progress bar) rolls the volume back, and the volume returns to its plain table.
- *
- * Later targets (era backup, snapshot, cache) add their own section here as they land.
+ *  5. dmkit-cache: a writeback cache is put in front of a linear volume; hot reads become hits, writes
+ *     leave dirty blocks the origin does not have yet; detaching cleans them (progress bar) and the
+ *     volume, linear again, holds every write.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -21,11 +22,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceMapper } from '../dm';
 import { eraWrittenBlocks, readCloneMetadata, readEraMetadata, type EraMetadata } from '../pdata/reader';
-import { cloneMessages, era, eraMessages } from '../targets';
+import { cache, cloneMessages, era, eraMessages } from '../targets';
 import { assertClean, flushBuffers, patternBuffer, ramdisks, readDirect, Scope, writeDirect } from '../testing';
 import { bytes, sectors, targetBlocks } from '../units';
 import { eraInvalidate } from '../testing/era-fixtures';
-import { backup, createSnapshot, hydrateAndSwap, mergeSnapshot, restore as restoreBackup, snapshotReport } from '../workflows';
+import { attachCache, backup, createSnapshot, detachCache, hydrateAndSwap, mergeSnapshot, restore as restoreBackup, snapshotReport } from '../workflows';
 import { describeResult, runVm } from './vm';
 
 const MiB = 1 << 20;
@@ -34,6 +35,7 @@ const DISK = 32 * MiB;
 const ERA_BLOCK = 64 * KiB; // era's tracking granularity
 const REGION = 64 * KiB; // clone's region size
 const SNAP_CHUNK = 64 * KiB; // snapshot chunk size
+const CACHE_BLOCK = 64 * KiB; // cache block size
 
 // ---- output ----
 
@@ -176,11 +178,11 @@ async function scenario(): Promise<void> {
   const checks: string[] = [];
   const started = Date.now();
   try {
-    out(`dmkit demo: changed-block tracking, incremental backup, instant restore and snapshots on dmkit's own targets (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()})`);
+    out(`dmkit demo: changed-block tracking, incremental backup, instant restore, snapshots and a cache on dmkit's own targets (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()})`);
 
     section(1, 'The dmkit kernel modules');
     const targets = new Map((await dm.targets()).map((t) => [t.name, t.version]));
-    for (const t of ['dmkit-era', 'dmkit-clone', 'dmkit-snapshot']) {
+    for (const t of ['dmkit-era', 'dmkit-clone', 'dmkit-snapshot', 'dmkit-cache']) {
       const v = targets.get(t);
       if (!v) throw new Error(`the ${t} target is not registered: load the module (modprobe ${t}, see dmkit modules install)`);
       show(t, `v${v.major}.${v.minor}.${v.patch}`);
@@ -373,6 +375,58 @@ async function scenario(): Promise<void> {
     if (rolledBack !== wantAfter || snapTable[0]?.type !== 'linear') throw new Error('the merge did not roll the volume back');
     await remove('demo-snapvol');
     checks.push(`a snapshot kept its image under 3 MiB of writes and merging it rolled the volume back`);
+
+    // ---- cache ----
+    section(8, 'A cache in front of a slow volume with dmkit-cache');
+    // Free again: the clone's metadata disk holds the cache's metadata, the COW disk becomes the cache.
+    const [cacheMeta, cacheDisk] = [cloneMeta!.path, cow];
+    await dm.create('demo-cached', { targets: [{ start: sectors(0), length, type: 'linear', params: `${fresh!.path} 0` }] });
+    created.add('demo-cached');
+    const cachedVol = dm.devicePath('demo-cached');
+    show('demo-cached', `linear over ${fresh!.path} (the restored image)`);
+    await attachCache(dm, { name: 'demo-cached', metadata: cacheMeta, cacheDevice: cacheDisk, blockSize: sectors(BigInt(CACHE_BLOCK / 512)), type: 'dmkit-cache', ioMode: 'writeback' });
+    const tableOf = async (): Promise<{ types: string; text: string }> => {
+      const lines = await dm.table({ name: 'demo-cached' });
+      return { types: lines.map((t) => t.type).join(), text: lines.map((t) => `${t.start} ${t.length} ${t.type} ${t.params}`).join('; ') };
+    };
+    show('cache attached', `${mib(CACHE_BLOCK)} blocks on ${cacheDisk}, metadata on ${cacheMeta}, writeback`);
+    const attached = await tableOf();
+    show('table', attached.text);
+    if (attached.types !== 'dmkit-cache') throw new Error(`demo-cached has a ${attached.types} table after the attach`);
+    const hot = { at: 4 * MiB, length: MiB };
+    for (let pass = 0; pass < 3; pass++) {
+      if (!readDirect(cachedVol, BigInt(hot.at), BigInt(hot.length)).equals(image.bytes(hot.at, hot.length))) throw new Error('the cache served wrong data');
+    }
+    show(`read ${mib(hot.length)} at ${mib(hot.at)}, 3 times`, 'the image\'s data each time (O_DIRECT, 64 KiB requests)');
+    write(cachedVol, image, hot.at, 4 * MiB, 6);
+    show(`wrote ${mib(4 * MiB)} at ${mib(hot.at)}`, `its first ${mib(hot.length)} over the hot region (4 KiB requests)`);
+    const st = cache.parseStatus((await dm.status({ name: 'demo-cached' }))[0]!.status);
+    if ('fail' in st || 'error' in st) throw new Error('dmkit-cache reports Fail');
+    const hotBlocks = hot.length / CACHE_BLOCK;
+    const written = (4 * MiB) / CACHE_BLOCK;
+    show('cache status (dmkit parser)', `reads ${st.readHits} hits / ${st.readMisses} misses, writes ${st.writeHits} hits / ${st.writeMisses} misses, ${st.promotions} promotions`);
+    show('dirty', `${st.dirty} of ${st.cacheTotal} cache blocks: ${mib(Number(st.dirty) * CACHE_BLOCK)} only in the cache so far`);
+    if (st.readMisses !== BigInt(hotBlocks) || st.readHits !== BigInt(2 * hotBlocks)) throw new Error(`hot reads: ${st.readHits} hits, ${st.readMisses} misses; want ${2 * hotBlocks} and ${hotBlocks}`);
+    if (st.dirty !== BigInt(written)) throw new Error(`${st.dirty} dirty blocks, want the ${written} written`);
+    const originBefore = sha256Of(fresh!.path, DISK);
+    show('the origin meanwhile', `${originBefore.slice(0, 16)}... ${originBefore === wantAfter ? 'still the old image' : 'CHANGED'}`);
+    if (originBefore !== wantAfter) throw new Error('writeback wrote to the origin before the detach');
+    const cleanBar = new Bar('detach (cleaner)');
+    const detached = await detachCache(dm, {
+      name: 'demo-cached',
+      pollIntervalMs: 100,
+      onProgress: (p) => cleanBar.update(Number(p.total - p.dirty), Number(p.total), `${p.dirty} of ${p.total} blocks dirty`),
+    });
+    const cachedSum = sha256Of(cachedVol, DISK);
+    const wantCached = image.sha256(DISK);
+    const afterDetach = await tableOf();
+    show('after the detach', `${afterDetach.text}, ${detached.flushed} blocks written back in ${detached.seconds.toFixed(1)} s`);
+    show('the volume', `${cachedSum.slice(0, 16)}... ${cachedSum === wantCached ? 'equals the model: every write reached the origin' : 'WRONG'}`);
+    if (cachedSum !== wantCached || afterDetach.types !== 'linear') throw new Error('the detached volume is not the model on a linear table');
+    await remove('demo-cached');
+    assertClean('cache_check', cacheMeta);
+    show('cache_check', 'clean');
+    checks.push(`a writeback cache served ${st.readHits} hot reads from the cache and wrote its ${st.dirty} dirty blocks back on detach`);
     out();
     out(`verified: ${checks.join('; ')} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
     out('demo: OK');
