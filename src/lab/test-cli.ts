@@ -49,7 +49,7 @@ const VM_SUITES = 'dist/test/vm/';
  * start-up, /dev/mapper nodes, crash-image replay) or that the torture component covers there (the clone
  * races run on the Debian kernel). DMKIT_DEBUG_SUITES=all runs every suite there too.
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'snapshot-data', 'snapshot-merge', 'lab-torture'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'snapshot-data', 'snapshot-merge', 'cache-preload', 'cache-smoke', 'lab-torture'];
 
 /** The Debian kernel's suites: every VM suite. */
 function debianSuites(): string[] {
