@@ -7,6 +7,7 @@ import { describeResult, runVm } from '../lab/vm';
 import { runP1 } from './p1';
 import { runP2 } from './p2';
 import { runP3 } from './p3';
+import { runP4 } from './p4';
 import { runP5 } from './p5';
 import { runP6 } from './p6';
 import { runP7 } from './p7';
@@ -32,6 +33,15 @@ const BENCHES: Record<string, Bench> = {
       fioSeconds: a.get('fio-seconds') ?? 1,
     }),
   P3: (a) => runP3({ rounds: a.get('rounds') ?? 5, mib4k: a.get('mib-4k') ?? 4, mib64k: a.get('mib-64k') ?? 16 }),
+  P4: (a) =>
+    runP4({
+      rounds: a.get('rounds') ?? 3,
+      ios: a.get('ios') ?? 20000,
+      warmupIos: a.get('warmup-ios') ?? 40000,
+      delayMs: a.get('delay-ms') ?? 5,
+      originMib: a.get('origin-mib') ?? 256,
+      cacheMib: a.get('cache-mib') ?? 32,
+    }),
   P5: (a) => runP5({ cycles: a.get('cycles') ?? 40, rounds: a.get('rounds') ?? 5 }),
   P6: (a) =>
     runP6({
