@@ -19,15 +19,15 @@
 import * as fs from 'node:fs';
 import { DeviceMapper } from '../../../dm';
 import { CowDamage, readCow } from '../../../pdata/snapshot-cow';
-import { patternBuffer, readDirect, writeDirect, zero } from '../../../testing';
-import { bytes, sectors } from '../../../units';
-import { createSnapshot, mergeSnapshot, removeSnapshot, SNAPSHOT_TYPES, type SnapshotFamily } from '../../../workflows';
+import { patternBuffer, readDirect, writeDirect } from '../../../testing';
+import { sectors } from '../../../units';
+import { createSnapshot, mergeSnapshot, SNAPSHOT_TYPES, type SnapshotFamily } from '../../../workflows';
 import { logIndex, replayImage } from '../logwrites';
 import { crashPoints, enumerateStates } from '../states';
 import { caseSeed, type LabContext, prng } from '../types';
 import type { CrashCounts } from './era';
 import { type CrashPlan, Devices, MiB } from './rig';
-import { CHUNK, COW, ORIGIN, ORIGIN_SECTORS, workload } from './snapshot';
+import { CHUNK, COW, dropSnapshots, endRecording, ORIGIN, ORIGIN_SECTORS, prepareRecording, workload } from './snapshot';
 
 const CHUNK_BYTES = CHUNK * 512;
 const MARK = 'merge-start';
@@ -107,13 +107,8 @@ async function resumeInKernel(dm: DeviceMapper, family: SnapshotFamily, image: B
 export async function snapshotMergeCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, disks: MergeCrashDisks, seed: number, plan: CrashPlan): Promise<CrashCounts> {
   const started = Date.now();
   const family: SnapshotFamily = type === 'dmkit-snapshot' ? 'dmkit' : 'in-tree';
-  const total = ORIGIN + COW;
   const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
-  const baseSeed = (seed % 100000) + 7;
-  zero(disks.rec, bytes(BigInt(total)));
-  zero(disks.log, bytes(BigInt(MiB)));
-  writeDirect(disks.rec, 0n, patternBuffer(baseSeed, sectors(0n), ORIGIN_SECTORS));
-  const base = readDirect(disks.rec, 0n, BigInt(total), BigInt(MiB));
+  const { total, baseSeed, base } = prepareRecording(disks, seed, 1);
   const ops = workload(seed, plan.ops || 18, 1);
   const devs = new Devices(dm);
   let logBuf: Buffer;
@@ -140,16 +135,9 @@ export async function snapshotMergeCrashWorkload(ctx: LabContext, dm: DeviceMapp
       await dm.message({ name: 'lab-mlw' }, undefined, `mark ${MARK}`);
       merged = (await mergeSnapshot(dm, { name: 'lab-mvol-s0', pollIntervalMs: 50, timeoutMs: 300_000 })).merged;
     } finally {
-      await removeSnapshot(dm, 'lab-mvol-s0').catch(() => undefined);
-      await dm.remove({ name: 'lab-mvol-real' }, { retry: true }).catch(() => undefined);
+      await dropSnapshots(dm, ['lab-mvol-s0'], 'lab-mvol');
     }
-    await devs.remove('lab-mvol');
-    await devs.remove('lab-mcow0');
-    await devs.remove('lab-morigin');
-    const st = (await dm.status({ name: 'lab-mlw' }))[0]!.status.trim().split(/\s+/);
-    await devs.remove('lab-mlw');
-    const highest = Number(st[1] ?? 0) * 512 + 2 * MiB;
-    logBuf = readDirect(disks.log, 0n, BigInt(Math.min(48 * MiB, Math.ceil(highest / MiB) * MiB)), BigInt(MiB));
+    logBuf = await endRecording(dm, devs, ['lab-mvol', 'lab-mcow0', 'lab-morigin'], 'lab-mlw', disks.log);
   } finally {
     await devs.teardown();
   }

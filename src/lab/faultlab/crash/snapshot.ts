@@ -167,16 +167,36 @@ export function copiesAfter(log: WriteLog, snaps: number): Map<number, number[]>
   return out;
 }
 
-export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, disks: SnapCrashDisks, seed: number, snaps: number, plan: CrashPlan): Promise<CrashCounts> {
-  const started = Date.now();
-  const family: SnapshotFamily = type === 'dmkit-snapshot' ? 'dmkit' : 'in-tree';
+/** Zeroes the recording disks and stamps the origin: the image every crash state starts from. */
+export function prepareRecording(disks: SnapCrashDisks, seed: number, snaps: number): { total: number; baseSeed: number; base: Buffer } {
   const total = ORIGIN + snaps * COW;
-  const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
   const baseSeed = (seed % 100000) + 7;
   zero(disks.rec, bytes(BigInt(total)));
   zero(disks.log, bytes(BigInt(MiB)));
   writeDirect(disks.rec, 0n, patternBuffer(baseSeed, sectors(0n), ORIGIN_SECTORS));
-  const base = readDirect(disks.rec, 0n, BigInt(total), BigInt(MiB));
+  return { total, baseSeed, base: readDirect(disks.rec, 0n, BigInt(total), BigInt(MiB)) };
+}
+
+/** Removes the snapshots (newest first) and the `-real` device their origin left. */
+export async function dropSnapshots(dm: DeviceMapper, names: readonly string[], vol: string): Promise<void> {
+  for (const n of [...names].reverse()) await removeSnapshot(dm, n).catch(() => undefined);
+  await dm.remove({ name: `${vol}-real` }, { retry: true }).catch(() => undefined);
+}
+
+/** Removes the recording devices (`upper`, in order, then the log-writes device) and returns the log. */
+export async function endRecording(dm: DeviceMapper, devs: Devices, upper: readonly string[], lw: string, logDisk: string): Promise<Buffer> {
+  for (const name of upper) await devs.remove(name);
+  const st = (await dm.status({ name: lw }))[0]!.status.trim().split(/\s+/);
+  await devs.remove(lw);
+  const highest = Number(st[1] ?? 0) * 512 + 2 * MiB;
+  return readDirect(logDisk, 0n, BigInt(Math.min(48 * MiB, Math.ceil(highest / MiB) * MiB)), BigInt(MiB));
+}
+
+export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, disks: SnapCrashDisks, seed: number, snaps: number, plan: CrashPlan): Promise<CrashCounts> {
+  const started = Date.now();
+  const family: SnapshotFamily = type === 'dmkit-snapshot' ? 'dmkit' : 'in-tree';
+  const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
+  const { total, baseSeed, base } = prepareRecording(disks, seed, snaps);
   const ops = workload(seed, plan.ops || 18, snaps);
   const devs = new Devices(dm);
   let logBuf: Buffer;
@@ -196,16 +216,9 @@ export async function snapshotCrashWorkload(ctx: LabContext, dm: DeviceMapper, t
       }
       await dm.message({ name: 'lab-slw' }, undefined, `mark op-${ops.length}`);
     } finally {
-      for (const n of [...names].reverse()) await removeSnapshot(dm, n).catch(() => undefined);
-      await dm.remove({ name: 'lab-svol-real' }, { retry: true }).catch(() => undefined);
+      await dropSnapshots(dm, names, 'lab-svol');
     }
-    await devs.remove('lab-svol');
-    for (let k = snaps - 1; k >= 0; k--) await devs.remove(`lab-scow${k}`);
-    await devs.remove('lab-sorigin');
-    const st = (await dm.status({ name: 'lab-slw' }))[0]!.status.trim().split(/\s+/);
-    await devs.remove('lab-slw');
-    const highest = Number(st[1] ?? 0) * 512 + 2 * MiB;
-    logBuf = readDirect(disks.log, 0n, BigInt(Math.min(48 * MiB, Math.ceil(highest / MiB) * MiB)), BigInt(MiB));
+    logBuf = await endRecording(dm, devs, ['lab-svol', ...Array.from({ length: snaps }, (_, k) => `lab-scow${snaps - 1 - k}`), 'lab-sorigin'], 'lab-slw', disks.log);
   } finally {
     await devs.teardown();
   }
