@@ -17,12 +17,30 @@
  * Messages: migration_threshold <sectors>; a policy tunable <key> <value>;
  *           invalidate_cblocks [<cblock>|<begin>-<end>]* (passthrough only, end exclusive)
  *
- * I/O: map() hands every bio to one worker, which handles them in order, one cache block each
- * (max_io_len is the block size). Migrations (promotion: origin -> cache; writeback: cache -> origin)
- * are synchronous dm-kcopyd copies done by that worker after the bios it already sent out have
- * completed, so a copy never races with a bio on the same block. A cache block is only reused after the
- * commit that unmapped it, and every commit first flushes the cache and origin devices: metadata never
- * names data that is not on disk.
+ * I/O: map() sends a bio on by itself when that needs no metadata change and no copy (max_io_len is the
+ * block size, so a bio is in one cache block): a read of a mapped block, a writeback write to a mapped
+ * block that is already dirty, and a miss that the policy does not promote go to the cache or the origin
+ * device right away. Everything else (promotions, the first write that dirties a block, writethrough and
+ * passthrough write hits, FUA, flushes, discards, bios to a block being migrated) goes to one worker,
+ * which handles them in order. The in-core mapping (hash, LRU and free lists, dirty bits, the policy's
+ * counts) is guarded by a spinlock that map() takes; the worker changes it under both that spinlock and
+ * the mutex.
+ *
+ * Migrations (promotion: origin -> cache; writeback: cache -> origin) are synchronous dm-kcopyd copies
+ * done by the worker. A copy never races with a bio on the same block: before it, the block is marked
+ * busy (map() hands its bios to the worker from then on) and the bios already sent to its cache block
+ * (or, for a promotion, the writes already sent to the origin block) are waited for; other blocks' bios
+ * go on. A cache block is only reused after the commit that unmapped it, and every commit first flushes
+ * the cache and origin devices: metadata never names data that is not on disk. A write that map() sends
+ * on lands in a block whose dirty bit is already set in core, so the next commit (a flush's, a FUA
+ * write's or the periodic one) covers it like any other.
+ *
+ * Policy (dmkit-lru, the name kept for the metadata's sake): a frequency filter in front of an LRU. Every
+ * access counts in a small table of decaying counters per origin block (exact, or a two-row hashed sketch
+ * for large origins); counts halve every 64 accesses per cache block. While the cache has never been
+ * full, every miss is promoted; after that a miss is promoted only when its block has been seen at least
+ * twice and half again as often as the coldest of a few blocks at the LRU end, which is also the one
+ * evicted (one at a time). On a stable workload the hot set stays and promotions become rare.
  *
  * Lifecycle: the ctr takes the metadata object shared by every table on that metadata device
  * (cache-metadata.c); the mappings, hints and discard bits are loaded at the first preresume, after the
@@ -34,6 +52,7 @@
 #include <linux/device-mapper.h>
 #include <linux/dm-kcopyd.h>
 #include <linux/hash.h>
+#include <linux/jhash.h>
 #include <linux/jiffies.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -52,11 +71,27 @@
 #define MAX_DISCARD_BLOCKS (1U << 14)
 #define LARGE_CACHE_BLOCKS (1U << 20)
 #define COMMIT_PERIOD HZ
-/* Blocks freed at once when the cache is full: one commit for the lot, at most 1/8 of the cache. */
-#define EVICT_BATCH_MAX 16
+/*
+ * Blocks freed at once when the cache is full. One: with the promotion filter a full cache promotes
+ * rarely, and the room a bigger batch leaves is filled with lukewarm blocks (a model of the P4 workload:
+ * batches of 4 cost 2 points of hit rate and 8 times the promotions).
+ */
+#define EVICT_BATCH 1
 #define CLEAN_BATCH 16
 #define MAX_POLICY_ARGS 1024
 #define MAX_HITS 0xffffffffU
+
+/* Policy: access counts per origin block. */
+#define FREQ_MAX 0xffffU
+#define FREQ_EXACT_MAX (1U << 20)	/* origin blocks counted one by one up to this many */
+#define FREQ_ROW_MAX (1U << 20)		/* else two hashed rows of at most this many counters */
+#define FREQ_WINDOW_PER_CBLOCK 64	/* accesses per cache block between two halvings */
+#define FREQ_AGE_CHUNK 4096		/* counters halved per spinlock hold */
+#define FREQ_SEED_MAX 8			/* count given to a block loaded from the metadata */
+#define PROMOTE_MIN_FREQ 2		/* a full cache never promotes a block seen once */
+#define VICTIM_SAMPLE 8			/* entries at the LRU end looked at for the coldest */
+/* Origin writes in flight are counted per bucket of origin blocks, for promotions to wait on. */
+#define OWRITE_BITS 10
 
 /*
  * Holds the worker this long before each promotion copy, so that a table reload reliably lands while
@@ -98,14 +133,19 @@ static const char *const ignored_tunables[] = {
 	"write_promote_adjustment", "discard_promote_adjustment",
 };
 
-/* One cache block: mapped (on the hash and the LRU list) or free (on the free list). */
+/*
+ * One cache block: mapped (on the hash and the LRU list), free (on the free list), or just unmapped
+ * and waiting for the commit that lets it be reused (on no list).
+ */
 struct centry {
 	struct hlist_node hash;
 	struct list_head lru;
 	u64 oblock;
 	u32 hits;
+	atomic_t inflight;	/* bios sent to this cache block that have not completed */
 	bool valid;
 	bool dirty;
+	bool busy;		/* being migrated or unmapped: map() hands its bios to the worker */
 };
 
 struct cache {
@@ -136,11 +176,34 @@ struct cache {
 	bool suspended;
 	bool changed;		/* metadata changed since the last commit */
 	struct centry *entries;
-	struct hlist_head *buckets;
 	unsigned int hash_bits;
+	unsigned long *discarded;	/* bits changed with atomic bitops, under the mutex */
+
+	/*
+	 * Also guarded by map_lock, which map() takes without the mutex: the hash, the lists, the valid,
+	 * dirty, busy and hits fields of the entries, the promotion in progress and the policy's counts.
+	 * map() only reorders the LRU list, bumps hits and counts accesses; every other change is the
+	 * worker's (or a message's, or a suspend hook's), which holds both. Holding the mutex alone, one may
+	 * read what only the holders of both change (the hash, the free list, valid and dirty), not the
+	 * LRU order.
+	 */
+	spinlock_t map_lock;
+	struct hlist_head *buckets;
 	struct list_head lru;	/* head: least recently used */
 	struct list_head free;
-	unsigned long *discarded;
+	bool filled;		/* the cache has been full since it was loaded */
+	bool promoting;		/* promoting_oblock is being copied in: map() hands its bios on */
+	u64 promoting_oblock;
+	u16 *freq;		/* access counts: freq_rows rows of freq_size counters */
+	u32 freq_size;
+	unsigned int freq_rows;	/* 1: indexed by origin block; 2: hashed */
+	u32 freq_accesses;	/* since the last halving */
+	u32 freq_window;
+	bool aging;
+	struct work_struct age_work;
+
+	/* Origin writes in flight per bucket of origin blocks (map()'s misses and the worker's). */
+	atomic_t owrites[1U << OWRITE_BITS];
 
 	/* Read without the lock (status). */
 	atomic_t nr_valid;
@@ -163,6 +226,9 @@ struct cache {
 
 struct per_bio {
 	bool tracked;
+	bool promote;		/* map() chose it for a promotion */
+	int owrite;		/* its owrites bucket while it counts there, else -1 */
+	struct centry *entry;	/* the entry whose inflight counts it, or NULL */
 };
 
 static const char *cache_name(struct cache *c)
@@ -267,6 +333,7 @@ static struct centry *lookup(struct cache *c, u64 oblock)
 	return NULL;
 }
 
+/* map_lock held (or nothing else running: loading). */
 static void map_entry(struct cache *c, struct centry *e, u64 oblock, bool dirty, u32 hits)
 {
 	e->oblock = oblock;
@@ -280,15 +347,28 @@ static void map_entry(struct cache *c, struct centry *e, u64 oblock, bool dirty,
 		atomic_inc(&c->nr_dirty);
 }
 
-/* Unmapped in core; the caller unmaps it in the metadata and puts it where it may be reused. */
+/*
+ * Unmapped in core, map_lock held; the caller unmaps it in the metadata and puts it where it may be
+ * reused. Also drops it from the LRU list: it is on no list until then.
+ */
 static void unmap_entry(struct cache *c, struct centry *e)
 {
 	hlist_del_init(&e->hash);
+	list_del_init(&e->lru);
 	e->valid = false;
 	if (e->dirty)
 		atomic_dec(&c->nr_dirty);
 	e->dirty = false;
 	atomic_dec(&c->nr_valid);
+}
+
+/* Unmap and put on the free list at once (nothing committed names it any more), map_lock taken here. */
+static void unmap_to_free(struct cache *c, struct centry *e)
+{
+	spin_lock_irq(&c->map_lock);
+	unmap_entry(c, e);
+	list_add_tail(&e->lru, &c->free);
+	spin_unlock_irq(&c->map_lock);
 }
 
 static int record_entry(struct cache *c, struct centry *e)
@@ -306,7 +386,9 @@ static int set_dirty(struct cache *c, struct centry *e, bool dirty)
 {
 	if (e->dirty == dirty)
 		return 0;
+	spin_lock_irq(&c->map_lock);
 	e->dirty = dirty;
+	spin_unlock_irq(&c->map_lock);
 	if (dirty)
 		atomic_inc(&c->nr_dirty);
 	else
@@ -314,11 +396,163 @@ static int set_dirty(struct cache *c, struct centry *e, bool dirty)
 	return record_entry(c, e);
 }
 
+/* map_lock held. */
 static void touch(struct cache *c, struct centry *e)
 {
 	if (e->hits != MAX_HITS)
 		e->hits++;
 	list_move_tail(&e->lru, &c->lru);
+}
+
+static void touch_locked(struct cache *c, struct centry *e)
+{
+	spin_lock_irq(&c->map_lock);
+	touch(c, e);
+	spin_unlock_irq(&c->map_lock);
+}
+
+/*
+ * Mark a mapped block busy and wait for the bios already sent to its cache block: from then on map()
+ * sends it nothing, so a copy or an unmap cannot race with a bio. The worker's own bios on it have
+ * been counted too. release() ends it.
+ */
+static void quiesce(struct cache *c, struct centry *e)
+{
+	spin_lock_irq(&c->map_lock);
+	e->busy = true;
+	spin_unlock_irq(&c->map_lock);
+	wait_event(c->idle_wait, !atomic_read(&e->inflight));
+}
+
+static void release(struct cache *c, struct centry *e)
+{
+	spin_lock_irq(&c->map_lock);
+	e->busy = false;
+	spin_unlock_irq(&c->map_lock);
+}
+
+static unsigned int owrite_bucket(u64 oblock)
+{
+	return hash_64(oblock, OWRITE_BITS);
+}
+
+/*----------------------------------------------------------------------------------------------*/
+/* Policy: access counts and the promotion filter (all under map_lock) */
+
+static u32 freq_slot(struct cache *c, u64 oblock, unsigned int row)
+{
+	if (c->freq_rows == 1)
+		return oblock < c->freq_size ? oblock : c->freq_size - 1;
+	return row * c->freq_size +
+	       (jhash_2words((u32)oblock, (u32)(oblock >> 32), 0x5eed0000U + row) & (c->freq_size - 1));
+}
+
+static u32 freq_get(struct cache *c, u64 oblock)
+{
+	u32 f = FREQ_MAX;
+	unsigned int row;
+
+	for (row = 0; row < c->freq_rows; row++)
+		f = min_t(u32, f, c->freq[freq_slot(c, oblock, row)]);
+	return f;
+}
+
+/* Count one access; returns the block's count after it. */
+static u32 freq_bump(struct cache *c, u64 oblock)
+{
+	u32 f = freq_get(c, oblock);
+	unsigned int row;
+	u32 slot;
+
+	/* Conservative update: only the counters that made the minimum move. */
+	if (f < FREQ_MAX) {
+		for (row = 0; row < c->freq_rows; row++) {
+			slot = freq_slot(c, oblock, row);
+			if (c->freq[slot] == f)
+				c->freq[slot]++;
+		}
+		f++;
+	}
+	if (++c->freq_accesses >= c->freq_window && !c->aging) {
+		c->aging = true;
+		c->freq_accesses = 0;
+		queue_work(c->wq, &c->age_work);
+	}
+	return f;
+}
+
+/* A block loaded from the metadata starts warm, so a reload does not make the cache churn. */
+static void freq_seed(struct cache *c, u64 oblock, u32 hint)
+{
+	u32 f = min_t(u32, hint + 1, FREQ_SEED_MAX);
+	unsigned int row;
+	u32 slot;
+
+	for (row = 0; row < c->freq_rows; row++) {
+		slot = freq_slot(c, oblock, row);
+		c->freq[slot] = max_t(u32, c->freq[slot], f);
+	}
+}
+
+/* Halve every count, a chunk at a time, so that old popularity fades. */
+static void do_age(struct work_struct *work)
+{
+	struct cache *c = container_of(work, struct cache, age_work);
+	u32 total = c->freq_size * c->freq_rows;
+	u32 i, end;
+
+	for (i = 0; i < total; i = end) {
+		end = min_t(u32, total, i + FREQ_AGE_CHUNK);
+		spin_lock_irq(&c->map_lock);
+		for (; i < end; i++)
+			c->freq[i] >>= 1;
+		spin_unlock_irq(&c->map_lock);
+		cond_resched();
+	}
+	spin_lock_irq(&c->map_lock);
+	c->aging = false;
+	spin_unlock_irq(&c->map_lock);
+}
+
+/* The coldest of the few entries at the LRU end that are not busy, or NULL. */
+static struct centry *coldest_entry(struct cache *c, u32 *freq)
+{
+	struct centry *e, *best = NULL;
+	unsigned int seen = 0;
+	u32 f, best_f = U32_MAX;
+
+	list_for_each_entry(e, &c->lru, lru) {
+		if (e->busy)
+			continue;
+		f = freq_get(c, e->oblock);
+		if (f < best_f) {
+			best = e;
+			best_f = f;
+		}
+		if (++seen == VICTIM_SAMPLE)
+			break;
+	}
+	if (freq)
+		*freq = best_f;
+	return best;
+}
+
+/* Whether a miss on a block counted @f times is worth a promotion. */
+static bool admit(struct cache *c, u32 f)
+{
+	u32 victim_f;
+
+	if (!list_empty(&c->free)) {
+		if (!c->filled)
+			return true;
+		/* Room left by an eviction batch: for blocks that came back at least. */
+		return f >= PROMOTE_MIN_FREQ;
+	}
+	c->filled = true;
+	if (f < PROMOTE_MIN_FREQ || !coldest_entry(c, &victim_f))
+		return false;
+	/* Hotter than what it would replace, by a margin that keeps near-equals from swapping. */
+	return f > victim_f + victim_f / 2;
 }
 
 /*----------------------------------------------------------------------------------------------*/
@@ -399,7 +633,6 @@ static int copy_block(struct cache *c, struct centry *e, u64 oblock, bool to_cac
 	struct sync_copy sc = { .failed = false };
 
 	init_completion(&sc.done);
-	wait_idle(c);
 	if (to_cache)
 		dm_kcopyd_copy(c->kc, &origin, 1, &cached, 0, copy_done, &sc);
 	else
@@ -413,6 +646,7 @@ static int copy_block(struct cache *c, struct centry *e, u64 oblock, bool to_cac
 	return 0;
 }
 
+/* The block is quiesced (busy, nothing in flight on it). */
 static int write_back(struct cache *c, struct centry *e)
 {
 	int r = copy_block(c, e, e->oblock, false);
@@ -423,30 +657,46 @@ static int write_back(struct cache *c, struct centry *e)
 }
 
 /*
- * Free a batch of cache blocks from the cold end: dirty ones are written back first. The freed
- * blocks are only reused once the commit that unmaps them is on disk, or a crash could find the old
- * mapping pointing at another block's data.
+ * Free a batch of cache blocks, the coldest near the LRU end first: dirty ones are written back first.
+ * The freed blocks are only reused once the commit that unmaps them is on disk, or a crash could find
+ * the old mapping pointing at another block's data.
  */
 static int evict_some(struct cache *c)
 {
-	unsigned int batch = clamp_t(u32, c->nr_cblocks / 8, 1, EVICT_BATCH_MAX);
-	struct centry *e, *tmp;
+	unsigned int batch = EVICT_BATCH;
+	unsigned int n = 0, tries = 0;
+	struct centry *e;
 	LIST_HEAD(evicted);
-	unsigned int n = 0;
 	int r;
 
-	list_for_each_entry_safe(e, tmp, &c->lru, lru) {
-		if (n == batch)
+	while (n < batch && tries++ < batch + VICTIM_SAMPLE) {
+		spin_lock_irq(&c->map_lock);
+		e = coldest_entry(c, NULL);
+		spin_unlock_irq(&c->map_lock);
+		if (!e)
 			break;
-		if (e->dirty && write_back(c, e))
+		quiesce(c, e);
+		if (e->dirty && write_back(c, e)) {
+			/* Keep it; try another one. */
+			spin_lock_irq(&c->map_lock);
+			e->busy = false;
+			list_move_tail(&e->lru, &c->lru);
+			spin_unlock_irq(&c->map_lock);
 			continue;
-		if (c->mode != CACHE_MODE_WRITE)
-			return -EPERM;
+		}
+		if (c->mode != CACHE_MODE_WRITE) {
+			release(c, e);
+			r = -EPERM;
+			goto out;
+		}
+		spin_lock_irq(&c->map_lock);
 		unmap_entry(c, e);
-		list_move_tail(&e->lru, &evicted);
+		e->busy = false;
+		list_add_tail(&e->lru, &evicted);
+		spin_unlock_irq(&c->map_lock);
 		r = record_entry(c, e);
 		if (r)
-			return r;
+			goto out;
 		atomic_inc(&c->demotions);
 		n++;
 	}
@@ -454,10 +704,14 @@ static int evict_some(struct cache *c)
 		return -ENOSPC;
 
 	r = commit(c, false);
-	if (r)
-		return r;
-	list_splice_tail(&evicted, &c->free);
-	return 0;
+out:
+	if (!r) {
+		spin_lock_irq(&c->map_lock);
+		list_splice_tail(&evicted, &c->free);
+		spin_unlock_irq(&c->map_lock);
+	}
+	/* Else the unmapped blocks stay off every list: the metadata no longer commits. */
+	return r;
 }
 
 static bool may_promote(struct cache *c, u64 oblock)
@@ -466,31 +720,53 @@ static bool may_promote(struct cache *c, u64 oblock)
 	       oblock < c->nr_full_oblocks && !test_bit(oblock_dblock(c, oblock), c->discarded);
 }
 
+static void end_promoting(struct cache *c)
+{
+	spin_lock_irq(&c->map_lock);
+	c->promoting = false;
+	spin_unlock_irq(&c->map_lock);
+}
+
 static struct centry *promote(struct cache *c, u64 oblock)
 {
+	atomic_t *owrites = &c->owrites[owrite_bucket(oblock)];
 	struct centry *e;
 
+	/* map() hands the block's bios to the worker from here on; the writes it sent already land first. */
+	spin_lock_irq(&c->map_lock);
+	c->promoting = true;
+	c->promoting_oblock = oblock;
+	spin_unlock_irq(&c->map_lock);
+	wait_event(c->idle_wait, !atomic_read(owrites));
+
 	if (list_empty(&c->free) && evict_some(c))
-		return NULL;
+		goto fail;
 	e = list_first_entry(&c->free, struct centry, lru);
 
 	if (dmkit_knob(promote_delay_ms))
 		msleep(dmkit_knob(promote_delay_ms));
 	if (copy_block(c, e, oblock, true))
-		return NULL;
+		goto fail;
+	spin_lock_irq(&c->map_lock);
 	map_entry(c, e, oblock, false, 0);
+	c->promoting = false;
+	spin_unlock_irq(&c->map_lock);
 	if (record_entry(c, e)) {
-		unmap_entry(c, e);
-		list_move(&e->lru, &c->free);
+		unmap_to_free(c, e);
 		return NULL;
 	}
 	atomic_inc(&c->promotions);
 	return e;
+
+fail:
+	end_promoting(c);
+	return NULL;
 }
 
 /*----------------------------------------------------------------------------------------------*/
 /* Bios */
 
+/* Counts the bio where quiesce(), promote() and the suspend hooks look, then sends it on. */
 static void issue(struct cache *c, struct bio *bio, struct dm_dev *dev, sector_t sector)
 {
 	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
@@ -504,22 +780,39 @@ static void issue(struct cache *c, struct bio *bio, struct dm_dev *dev, sector_t
 
 static void issue_to_origin(struct cache *c, struct bio *bio)
 {
+	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
+
+	if (bio_op(bio) == REQ_OP_WRITE) {
+		pb->owrite = owrite_bucket(bio_oblock(c, bio));
+		atomic_inc(&c->owrites[pb->owrite]);
+	}
 	issue(c, bio, c->origin_dev, origin_sector(c, bio));
+}
+
+static sector_t cache_sector(struct cache *c, struct bio *bio, struct centry *e)
+{
+	return (sector_t)entry_cblock(c, e) * c->block_sectors + offset_in_block(c, bio);
 }
 
 static void issue_to_cache(struct cache *c, struct bio *bio, struct centry *e)
 {
-	sector_t sector = (sector_t)entry_cblock(c, e) * c->block_sectors + offset_in_block(c, bio);
+	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 
 	/* A FUA write is durable when it completes: so must be the mapping it lands in. */
 	if ((bio->bi_opf & REQ_FUA) && c->changed && commit(c, false)) {
 		bio_io_error(bio);
 		return;
 	}
-	issue(c, bio, c->cache_dev, sector);
+	pb->entry = e;
+	atomic_inc(&e->inflight);
+	issue(c, bio, c->cache_dev, cache_sector(c, bio, e));
 }
 
-/* The origin's copy of a write that also goes to the cache, written before the cache's. */
+/*
+ * The origin's copy of a write that also goes to the cache, written before the cache's. map() sends no
+ * write to such a block (a writethrough or read-only write hit always comes here), so no other write
+ * to it can be in flight that this one must wait for.
+ */
 static int write_origin_copy(struct cache *c, struct bio *bio)
 {
 	struct bio *clone;
@@ -529,7 +822,6 @@ static int write_origin_copy(struct cache *c, struct bio *bio)
 	if (!clone)
 		return -ENOMEM;
 	clone->bi_iter.bi_sector = origin_sector(c, bio);
-	wait_idle(c);
 	r = submit_bio_wait(clone);
 	bio_put(clone);
 	return r;
@@ -537,16 +829,17 @@ static int write_origin_copy(struct cache *c, struct bio *bio)
 
 static void process_read(struct cache *c, struct bio *bio, u64 oblock)
 {
+	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 	struct centry *e = lookup(c, oblock);
 
 	if (e) {
 		atomic_inc(&c->read_hits);
-		touch(c, e);
+		touch_locked(c, e);
 		issue_to_cache(c, bio, e);
 		return;
 	}
 	atomic_inc(&c->read_misses);
-	if (may_promote(c, oblock)) {
+	if (pb->promote && may_promote(c, oblock)) {
 		e = promote(c, oblock);
 		if (e) {
 			issue_to_cache(c, bio, e);
@@ -576,13 +869,18 @@ static void clear_discarded(struct cache *c, u64 oblock)
 static void passthrough_write(struct cache *c, struct bio *bio, struct centry *e)
 {
 	if (e && c->mode == CACHE_MODE_WRITE) {
-		wait_idle(c);
+		quiesce(c, e);
+		spin_lock_irq(&c->map_lock);
 		unmap_entry(c, e);
+		e->busy = false;
+		spin_unlock_irq(&c->map_lock);
 		if (record_entry(c, e) || commit(c, false)) {
 			bio_io_error(bio);
 			return;
 		}
-		list_move_tail(&e->lru, &c->free);
+		spin_lock_irq(&c->map_lock);
+		list_add_tail(&e->lru, &c->free);
+		spin_unlock_irq(&c->map_lock);
 		atomic_inc(&c->demotions);
 	} else if (e) {
 		/* Read-only metadata cannot unmap it: keep both copies equal instead. */
@@ -598,6 +896,7 @@ static void passthrough_write(struct cache *c, struct bio *bio, struct centry *e
 
 static void process_write(struct cache *c, struct bio *bio, u64 oblock)
 {
+	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 	struct centry *e = lookup(c, oblock);
 
 	clear_discarded(c, oblock);
@@ -611,14 +910,14 @@ static void process_write(struct cache *c, struct bio *bio, u64 oblock)
 		return;
 	}
 
-	if (!e && c->io_mode == IO_WRITEBACK && may_promote(c, oblock))
+	if (!e && pb->promote && c->io_mode == IO_WRITEBACK && may_promote(c, oblock))
 		e = promote(c, oblock);
 	if (!e) {
 		issue_to_origin(c, bio);
 		return;
 	}
 
-	touch(c, e);
+	touch_locked(c, e);
 	if (c->io_mode == IO_WRITEBACK && c->mode == CACHE_MODE_WRITE) {
 		if (set_dirty(c, e, true)) {
 			bio_io_error(bio);
@@ -632,11 +931,15 @@ static void process_write(struct cache *c, struct bio *bio, u64 oblock)
 	issue_to_cache(c, bio, e);
 }
 
+/*
+ * The commit covers every write that completed before the flush was sent: their dirty bits and
+ * mappings were set in core before they were sent (by the worker, which got here after them), and the
+ * commit flushes both devices first. Bios still in flight need not be waited for.
+ */
 static void process_flush(struct cache *c, struct bio *bio)
 {
 	int r;
 
-	wait_idle(c);
 	/*
 	 * A commit that failed has switched the metadata to read-only or fail mode by now; the flush must
 	 * still fail, or writes it covers that only the failed transaction mapped would count as durable.
@@ -678,7 +981,7 @@ static void process_discard(struct cache *c, struct bio *bio)
 		c->changed = true;
 	}
 	if (c->discard_passdown)
-		issue_to_origin(c, bio);
+		issue(c, bio, c->origin_dev, origin_sector(c, bio));
 	else
 		bio_endio(bio);
 }
@@ -699,20 +1002,37 @@ static void process_bio(struct cache *c, struct bio *bio)
 		process_read(c, bio, bio_oblock(c, bio));
 }
 
+/* The first dirty entry in LRU order that is not busy, marked busy; NULL when there is none. */
+static struct centry *claim_dirty(struct cache *c)
+{
+	struct centry *e;
+
+	spin_lock_irq(&c->map_lock);
+	list_for_each_entry(e, &c->lru, lru) {
+		if (e->dirty && !e->busy) {
+			e->busy = true;
+			spin_unlock_irq(&c->map_lock);
+			return e;
+		}
+	}
+	spin_unlock_irq(&c->map_lock);
+	return NULL;
+}
+
 /* The cleaner's work: write dirty blocks back to the origin, a batch at a time. */
 static bool clean_some(struct cache *c)
 {
-	struct centry *e, *tmp;
 	unsigned int n = 0;
+	struct centry *e;
+	int r;
 
 	if (!c->policy->cleaner || c->mode != CACHE_MODE_WRITE || c->suspended || !c->loaded)
 		return false;
-	list_for_each_entry_safe(e, tmp, &c->lru, lru) {
-		if (n == CLEAN_BATCH)
-			break;
-		if (!e->dirty)
-			continue;
-		if (write_back(c, e))
+	while (n < CLEAN_BATCH && (e = claim_dirty(c))) {
+		quiesce(c, e);
+		r = write_back(c, e);
+		release(c, e);
+		if (r)
 			return false;
 		n++;
 	}
@@ -743,16 +1063,15 @@ static void do_worker(struct work_struct *work)
 		queue_work(c->wq, &c->worker);
 }
 
+/* Commits need not wait for bios in flight: see process_flush(). */
 static void do_tick(struct work_struct *work)
 {
 	struct cache *c = container_of(to_delayed_work(work), struct cache, ticker);
 	bool rearm;
 
 	mutex_lock(&c->lock);
-	if (c->changed && c->mode == CACHE_MODE_WRITE && !c->suspended) {
-		wait_idle(c);
+	if (c->changed && c->mode == CACHE_MODE_WRITE && !c->suspended)
 		commit(c, false);
-	}
 	rearm = !c->suspended;
 	mutex_unlock(&c->lock);
 
@@ -763,21 +1082,102 @@ static void do_tick(struct work_struct *work)
 	}
 }
 
-static int dc_map(struct dm_target *ti, struct bio *bio)
+static void defer_bio(struct cache *c, struct bio *bio)
 {
-	struct cache *c = ti->private;
-	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 	unsigned long flags;
-
-	pb->tracked = false;
-	if (READ_ONCE(c->mode) == CACHE_MODE_FAIL)
-		return DM_MAPIO_KILL;
 
 	spin_lock_irqsave(&c->bio_lock, flags);
 	bio_list_add(&c->deferred, bio);
 	spin_unlock_irqrestore(&c->bio_lock, flags);
 	queue_work(c->wq, &c->worker);
+}
+
+/*
+ * The fast path: sends the bio on and returns true when it needs neither a metadata change nor a copy
+ * (see the head of the file), else returns false for the worker to handle it. Counts the access for
+ * the policy either way, and marks the misses it chose for a promotion.
+ */
+static bool map_fast(struct cache *c, struct bio *bio, struct per_bio *pb, enum cache_mode mode)
+{
+	bool write = bio_op(bio) == REQ_OP_WRITE;
+	struct dm_dev *dev = NULL;
+	sector_t sector = 0;
+	unsigned long flags;
+	struct centry *e;
+	u64 oblock;
+	u32 f;
+
+	if ((bio_op(bio) != REQ_OP_READ && !write) || (bio->bi_opf & (REQ_PREFLUSH | REQ_FUA)) ||
+	    !bio_sectors(bio))
+		return false;
+	oblock = bio_oblock(c, bio);
+
+	spin_lock_irqsave(&c->map_lock, flags);
+	f = freq_bump(c, oblock);
+	e = lookup(c, oblock);
+	if (e) {
+		if (e->busy)
+			goto out;
+		/* Writes only to blocks whose dirty bit is set (in core) already. */
+		if (write && !(c->io_mode == IO_WRITEBACK && mode == CACHE_MODE_WRITE && e->dirty))
+			goto out;
+		touch(c, e);
+		atomic_inc(write ? &c->write_hits : &c->read_hits);
+		pb->entry = e;
+		atomic_inc(&e->inflight);
+		dev = c->cache_dev;
+		sector = cache_sector(c, bio, e);
+		goto out;
+	}
+	if (c->promoting && c->promoting_oblock == oblock)
+		goto out;
+	/* A write clears the block's discard bit: a metadata change. */
+	if (write && mode == CACHE_MODE_WRITE && test_bit(oblock_dblock(c, oblock), c->discarded))
+		goto out;
+	if ((!write || c->io_mode == IO_WRITEBACK) && may_promote(c, oblock) && admit(c, f)) {
+		pb->promote = true;
+		goto out;
+	}
+	atomic_inc(write ? &c->write_misses : &c->read_misses);
+	if (write) {
+		pb->owrite = owrite_bucket(oblock);
+		atomic_inc(&c->owrites[pb->owrite]);
+	}
+	dev = c->origin_dev;
+	sector = origin_sector(c, bio);
+out:
+	spin_unlock_irqrestore(&c->map_lock, flags);
+	if (!dev)
+		return false;
+	pb->tracked = true;
+	atomic_inc(&c->inflight);
+	bio_set_dev(bio, dev->bdev);
+	bio->bi_iter.bi_sector = sector;
+	return true;
+}
+
+static int dc_map(struct dm_target *ti, struct bio *bio)
+{
+	struct cache *c = ti->private;
+	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
+	enum cache_mode mode = READ_ONCE(c->mode);
+
+	pb->tracked = false;
+	pb->promote = false;
+	pb->owrite = -1;
+	pb->entry = NULL;
+	if (mode == CACHE_MODE_FAIL)
+		return DM_MAPIO_KILL;
+	if (map_fast(c, bio, pb, mode))
+		return DM_MAPIO_REMAPPED;
+	defer_bio(c, bio);
 	return DM_MAPIO_SUBMITTED;
+}
+
+static void put_count(struct cache *c, atomic_t *count)
+{
+	if (atomic_dec_and_test(count) && wq_has_sleeper(&c->idle_wait))
+		wake_up(&c->idle_wait);
 }
 
 static int dc_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
@@ -785,10 +1185,17 @@ static int dc_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
 	struct cache *c = ti->private;
 	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 
+	if (pb->entry) {
+		put_count(c, &pb->entry->inflight);
+		pb->entry = NULL;
+	}
+	if (pb->owrite >= 0) {
+		put_count(c, &c->owrites[pb->owrite]);
+		pb->owrite = -1;
+	}
 	if (pb->tracked) {
 		pb->tracked = false;
-		if (atomic_dec_and_test(&c->inflight))
-			wake_up(&c->idle_wait);
+		put_count(c, &c->inflight);
 	}
 	return DM_ENDIO_DONE;
 }
@@ -941,14 +1348,17 @@ static int invalidate_cblocks(struct cache *c, unsigned int count, char **words)
 		r = -EPERM;
 		goto unlock;
 	}
-	wait_idle(c);
 	for (i = 0; i < count && !r; i++) {
 		for (cb = ranges[i].begin; cb < ranges[i].end && !r; cb++) {
 			e = &c->entries[cb];
 			if (!e->valid)
 				continue;
+			quiesce(c, e);
+			spin_lock_irq(&c->map_lock);
 			unmap_entry(c, e);
-			list_move_tail(&e->lru, &c->free);
+			e->busy = false;
+			list_add_tail(&e->lru, &c->free);
+			spin_unlock_irq(&c->map_lock);
 			r = record_entry(c, e);
 			atomic_inc(&c->demotions);
 		}
@@ -1211,18 +1621,38 @@ static void compute_discard_geometry(struct cache *c)
 	c->nr_dblocks = dm_sector_div_up(c->ti->len, size);
 }
 
+/* Sizes the policy's count table: one counter per origin block, or two hashed rows for large origins. */
+static void size_freq(struct cache *c)
+{
+	u64 per_row;
+
+	if (c->nr_full_oblocks < FREQ_EXACT_MAX) {
+		c->freq_rows = 1;
+		c->freq_size = c->nr_full_oblocks + 1;	/* the last, partial block shares the last slot */
+	} else {
+		c->freq_rows = 2;
+		per_row = clamp_t(u64, 16ULL * c->nr_cblocks, 4096, FREQ_ROW_MAX);
+		c->freq_size = roundup_pow_of_two(per_row);
+	}
+	c->freq_window = clamp_t(u64, (u64)FREQ_WINDOW_PER_CBLOCK * c->nr_cblocks, 1024, 1U << 30);
+}
+
 static int create_core(struct cache *c)
 {
 	u32 i;
 
+	spin_lock_init(&c->map_lock);
+	size_freq(c);
 	c->hash_bits = max_t(unsigned int, 4, ilog2(c->nr_cblocks) + 1);
 	c->buckets = kvcalloc(1UL << c->hash_bits, sizeof(*c->buckets), GFP_KERNEL);
 	c->entries = kvcalloc(c->nr_cblocks, sizeof(*c->entries), GFP_KERNEL);
 	c->discarded = kvcalloc(BITS_TO_LONGS(c->nr_dblocks), sizeof(long), GFP_KERNEL);
-	if (!c->buckets || !c->entries || !c->discarded) {
+	c->freq = kvcalloc((size_t)c->freq_size * c->freq_rows, sizeof(*c->freq), GFP_KERNEL);
+	if (!c->buckets || !c->entries || !c->discarded || !c->freq) {
 		kvfree(c->buckets);
 		kvfree(c->entries);
 		kvfree(c->discarded);
+		kvfree(c->freq);
 		return -ENOMEM;
 	}
 	INIT_LIST_HEAD(&c->lru);
@@ -1239,6 +1669,7 @@ static void destroy_core(struct cache *c)
 	kvfree(c->buckets);
 	kvfree(c->entries);
 	kvfree(c->discarded);
+	kvfree(c->freq);
 }
 
 static int create_runtime(struct cache *c)
@@ -1251,6 +1682,7 @@ static int create_runtime(struct cache *c)
 	bio_list_init(&c->deferred);
 	init_waitqueue_head(&c->idle_wait);
 	INIT_WORK(&c->worker, do_worker);
+	INIT_WORK(&c->age_work, do_age);
 	INIT_DELAYED_WORK(&c->ticker, do_tick);
 
 	r = bioset_init(&c->bs, BIO_POOL_SIZE, 0, 0);
@@ -1317,6 +1749,7 @@ static int load_mapping(void *context, u32 cblock, u64 oblock, bool dirty, u32 h
 	}
 	e = &c->entries[cblock];
 	map_entry(c, e, oblock, dirty, hint_valid ? hint : 0);
+	freq_seed(c, oblock, hint_valid ? hint : 0);
 	ls->kept++;
 	return 0;
 }
@@ -1420,6 +1853,8 @@ static void reset_core(struct cache *c)
 	for (i = 0; i < c->nr_cblocks; i++)
 		list_add_tail(&c->entries[i].lru, &c->free);
 	bitmap_zero(c->discarded, c->nr_dblocks);
+	memset(c->freq, 0, (size_t)c->freq_size * c->freq_rows * sizeof(*c->freq));
+	c->filled = false;
 }
 
 /*----------------------------------------------------------------------------------------------*/
