@@ -40,7 +40,8 @@
  * for large origins); counts halve every 64 accesses per cache block. While the cache has never been
  * full, every miss is promoted; after that a miss is promoted only when its block has been seen at least
  * twice and half again as often as the coldest of a few blocks at the LRU end, which is also the one
- * evicted (one at a time). On a stable workload the hot set stays and promotions become rare.
+ * evicted (one at a time), and while at most MAX_QUEUED_PROMOTIONS chosen misses wait for the worker. On
+ * a stable workload the hot set stays and promotions become rare.
  *
  * Lifecycle: the ctr takes the metadata object shared by every table on that metadata device
  * (cache-metadata.c); the mappings, hints and discard bits are loaded at the first preresume, after the
@@ -90,6 +91,12 @@
 #define FREQ_SEED_MAX 8			/* count given to a block loaded from the metadata */
 #define PROMOTE_MIN_FREQ 2		/* a full cache never promotes a block seen once */
 #define VICTIM_SAMPLE 8			/* entries at the LRU end looked at for the coldest */
+/*
+ * Misses chosen for a promotion that wait for the worker. More are not chosen (they go to the origin as
+ * plain misses and may be chosen when they come back), so that a burst of promotions, which the worker
+ * does one after the other, never holds many bios.
+ */
+#define MAX_QUEUED_PROMOTIONS 2
 /* Origin writes in flight are counted per bucket of origin blocks, for promotions to wait on. */
 #define OWRITE_BITS 10
 
@@ -193,6 +200,7 @@ struct cache {
 	struct list_head free;
 	bool filled;		/* the cache has been full since it was loaded */
 	bool promoting;		/* promoting_oblock is being copied in: map() hands its bios on */
+	unsigned int promotions_queued;	/* bios map() chose for a promotion, not yet at the worker */
 	u64 promoting_oblock;
 	u16 *freq;		/* access counts: freq_rows rows of freq_size counters */
 	u32 freq_size;
@@ -542,6 +550,8 @@ static bool admit(struct cache *c, u32 f)
 {
 	u32 victim_f;
 
+	if (c->promotions_queued >= MAX_QUEUED_PROMOTIONS)
+		return false;
 	if (!list_empty(&c->free)) {
 		if (!c->filled)
 			return true;
@@ -988,6 +998,13 @@ static void process_discard(struct cache *c, struct bio *bio)
 
 static void process_bio(struct cache *c, struct bio *bio)
 {
+	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
+
+	if (pb->promote) {
+		spin_lock_irq(&c->map_lock);
+		c->promotions_queued--;
+		spin_unlock_irq(&c->map_lock);
+	}
 	if (c->mode == CACHE_MODE_FAIL) {
 		bio_io_error(bio);
 		return;
@@ -1136,6 +1153,7 @@ static bool map_fast(struct cache *c, struct bio *bio, struct per_bio *pb, enum 
 		goto out;
 	if ((!write || c->io_mode == IO_WRITEBACK) && may_promote(c, oblock) && admit(c, f)) {
 		pb->promote = true;
+		c->promotions_queued++;
 		goto out;
 	}
 	atomic_inc(write ? &c->write_misses : &c->read_misses);
