@@ -71,7 +71,11 @@ describe('dmkit-cache reload while live', () => {
         assert.deepEqual(bad, [], `round ${round}: ${bad.map((b) => `sector ${b.sector}: want ${b.want}, found ${b.found}`).join('; ')}`);
         const st = status(dev.name);
         assert.equal(st.mode, 'rw', `round ${round}: metadata mode`);
-        assert.ok(st.promotions > 0n, `round ${round}: promotions ${st.promotions}`);
+        // The status is the new table's. Round 0's promotes while the cache has room; later rounds start
+        // full, and the policy does not promote blocks seen once (verifyModel's single pass), so only
+        // the first round must show promotions (it is also the one that fails under the revert).
+        if (round === 0) assert.ok(st.promotions > 0n, `round ${round}: promotions ${st.promotions}`);
+        assert.ok(st.cacheUsed > 0n, `round ${round}: ${st.cacheUsed} cache blocks in use`);
       }
       dev.remove();
       assertClean('cache_check', meta.path);
