@@ -40,7 +40,7 @@
  * for large origins); counts halve every 64 accesses per cache block. While the cache has never been
  * full, every miss is promoted; after that a miss is promoted only when its block has been seen at least
  * twice and half again as often as the coldest of a few blocks at the LRU end, which is also the one
- * evicted (one at a time), and while at most MAX_QUEUED_PROMOTIONS chosen misses wait for the worker. On
+ * evicted (a few at a time), and while at most MAX_QUEUED_PROMOTIONS chosen misses wait for the worker. On
  * a stable workload the hot set stays and promotions become rare.
  *
  * Lifecycle: the ctr takes the metadata object shared by every table on that metadata device
@@ -73,11 +73,11 @@
 #define LARGE_CACHE_BLOCKS (1U << 20)
 #define COMMIT_PERIOD HZ
 /*
- * Blocks freed at once when the cache is full. One: with the promotion filter a full cache promotes
- * rarely, and the room a bigger batch leaves is filled with lukewarm blocks (a model of the P4 workload:
- * batches of 4 cost 2 points of hit rate and 8 times the promotions).
+ * Blocks freed at once when the cache is full, one commit for the lot: about 1/128 of the cache, at most
+ * 4. The room left is only given to blocks hotter than the coldest still cached (admit()), so a batch
+ * does not fill up with lukewarm blocks.
  */
-#define EVICT_BATCH 1
+#define EVICT_BATCH_MAX 4
 #define CLEAN_BATCH 16
 #define MAX_POLICY_ARGS 1024
 #define MAX_HITS 0xffffffffU
@@ -533,7 +533,8 @@ static struct centry *coldest_entry(struct cache *c, u32 *freq)
 		if (e->busy)
 			continue;
 		f = freq_get(c, e->oblock);
-		if (f < best_f) {
+		/* On a tie a clean one: it needs no write back. */
+		if (f < best_f || (f == best_f && best->dirty && !e->dirty)) {
 			best = e;
 			best_f = f;
 		}
@@ -552,16 +553,18 @@ static bool admit(struct cache *c, u32 f)
 
 	if (c->promotions_queued >= MAX_QUEUED_PROMOTIONS)
 		return false;
-	if (!list_empty(&c->free)) {
-		if (!c->filled)
-			return true;
-		/* Room left by an eviction batch: for blocks that came back at least. */
-		return f >= PROMOTE_MIN_FREQ;
-	}
-	c->filled = true;
-	if (f < PROMOTE_MIN_FREQ || !coldest_entry(c, &victim_f))
+	if (!list_empty(&c->free) && !c->filled)
+		return true;
+	if (list_empty(&c->free))
+		c->filled = true;
+	if (f < PROMOTE_MIN_FREQ)
 		return false;
-	/* Hotter than what it would replace, by a margin that keeps near-equals from swapping. */
+	if (!coldest_entry(c, &victim_f))
+		return !list_empty(&c->free);
+	/*
+	 * Hotter than what it would replace (or than the coldest left, for the room an eviction batch
+	 * left), by a margin that keeps near-equals from swapping.
+	 */
 	return f > victim_f + victim_f / 2;
 }
 
@@ -673,7 +676,7 @@ static int write_back(struct cache *c, struct centry *e)
  */
 static int evict_some(struct cache *c)
 {
-	unsigned int batch = EVICT_BATCH;
+	unsigned int batch = clamp_t(u32, c->nr_cblocks / 128, 1, EVICT_BATCH_MAX);
 	unsigned int n = 0, tries = 0;
 	struct centry *e;
 	LIST_HEAD(evicted);
