@@ -20,9 +20,10 @@
  * I/O: map() sends a bio on by itself when that needs no metadata change and no copy (max_io_len is the
  * block size, so a bio is in one cache block): a read of a mapped block, a writeback write to a mapped
  * block that is already dirty, and a miss that the policy does not promote go to the cache or the origin
- * device right away. Everything else (promotions, the first write that dirties a block, writethrough and
- * passthrough write hits, FUA, flushes, discards, bios to a block being migrated) goes to one worker,
- * which handles them in order. The in-core mapping (hash, LRU and free lists, dirty bits, the policy's
+ * device right away; a miss it chooses for a promotion goes to the origin too, and the worker copies the
+ * block in later, with no bio waiting for it. Everything else (the first write that dirties a block,
+ * writethrough and passthrough write hits, FUA, flushes, discards, bios to a block being migrated) goes
+ * to one worker, which handles them in order, and between them the promotions asked for. The in-core mapping (hash, LRU and free lists, dirty bits, the policy's
  * counts) is guarded by a spinlock that map() takes; the worker changes it under both that spinlock and
  * the mutex.
  *
@@ -40,7 +41,7 @@
  * for large origins); counts halve every 64 accesses per cache block. While the cache has never been
  * full, every miss is promoted; after that a miss is promoted only when its block has been seen at least
  * twice and half again as often as the coldest of a few blocks at the LRU end, which is also the one
- * evicted (a few at a time), and while at most MAX_QUEUED_PROMOTIONS chosen misses wait for the worker. On
+ * evicted (a few at a time), and while at most MAX_QUEUED_PROMOTIONS promotions wait for the worker. On
  * a stable workload the hot set stays and promotions become rare.
  *
  * Lifecycle: the ctr takes the metadata object shared by every table on that metadata device
@@ -92,9 +93,8 @@
 #define PROMOTE_MIN_FREQ 2		/* a full cache never promotes a block seen once */
 #define VICTIM_SAMPLE 8			/* entries at the LRU end looked at for the coldest */
 /*
- * Misses chosen for a promotion that wait for the worker. More are not chosen (they go to the origin as
- * plain misses and may be chosen when they come back), so that a burst of promotions, which the worker
- * does one after the other, never holds many bios.
+ * Promotions map() may have asked the worker for that it has not started. No more are asked for until
+ * it has (those misses may be chosen when they come back): the worker does them one after the other.
  */
 #define MAX_QUEUED_PROMOTIONS 2
 /* Origin writes in flight are counted per bucket of origin blocks, for promotions to wait on. */
@@ -200,7 +200,8 @@ struct cache {
 	struct list_head free;
 	bool filled;		/* the cache has been full since it was loaded */
 	bool promoting;		/* promoting_oblock is being copied in: map() hands its bios on */
-	unsigned int promotions_queued;	/* bios map() chose for a promotion, not yet at the worker */
+	u64 promote_req[MAX_QUEUED_PROMOTIONS];	/* origin blocks map() chose for a promotion */
+	unsigned int nr_promote_req;
 	u64 promoting_oblock;
 	u16 *freq;		/* access counts: freq_rows rows of freq_size counters */
 	u32 freq_size;
@@ -234,7 +235,6 @@ struct cache {
 
 struct per_bio {
 	bool tracked;
-	bool promote;		/* map() chose it for a promotion */
 	int owrite;		/* its owrites bucket while it counts there, else -1 */
 	struct centry *entry;	/* the entry whose inflight counts it, or NULL */
 };
@@ -551,7 +551,7 @@ static bool admit(struct cache *c, u32 f)
 {
 	u32 victim_f;
 
-	if (c->promotions_queued >= MAX_QUEUED_PROMOTIONS)
+	if (c->nr_promote_req >= MAX_QUEUED_PROMOTIONS)
 		return false;
 	if (!list_empty(&c->free) && !c->filled)
 		return true;
@@ -842,7 +842,6 @@ static int write_origin_copy(struct cache *c, struct bio *bio)
 
 static void process_read(struct cache *c, struct bio *bio, u64 oblock)
 {
-	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 	struct centry *e = lookup(c, oblock);
 
 	if (e) {
@@ -852,13 +851,6 @@ static void process_read(struct cache *c, struct bio *bio, u64 oblock)
 		return;
 	}
 	atomic_inc(&c->read_misses);
-	if (pb->promote && may_promote(c, oblock)) {
-		e = promote(c, oblock);
-		if (e) {
-			issue_to_cache(c, bio, e);
-			return;
-		}
-	}
 	issue_to_origin(c, bio);
 }
 
@@ -909,7 +901,6 @@ static void passthrough_write(struct cache *c, struct bio *bio, struct centry *e
 
 static void process_write(struct cache *c, struct bio *bio, u64 oblock)
 {
-	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
 	struct centry *e = lookup(c, oblock);
 
 	clear_discarded(c, oblock);
@@ -923,8 +914,6 @@ static void process_write(struct cache *c, struct bio *bio, u64 oblock)
 		return;
 	}
 
-	if (!e && pb->promote && c->io_mode == IO_WRITEBACK && may_promote(c, oblock))
-		e = promote(c, oblock);
 	if (!e) {
 		issue_to_origin(c, bio);
 		return;
@@ -1001,13 +990,6 @@ static void process_discard(struct cache *c, struct bio *bio)
 
 static void process_bio(struct cache *c, struct bio *bio)
 {
-	struct per_bio *pb = dm_per_bio_data(bio, sizeof(struct per_bio));
-
-	if (pb->promote) {
-		spin_lock_irq(&c->map_lock);
-		c->promotions_queued--;
-		spin_unlock_irq(&c->map_lock);
-	}
 	if (c->mode == CACHE_MODE_FAIL) {
 		bio_io_error(bio);
 		return;
@@ -1061,6 +1043,32 @@ static bool clean_some(struct cache *c)
 	return n && atomic_read(&c->nr_dirty);
 }
 
+/*
+ * One promotion map() asked for, unless the block got mapped since or may no longer be promoted.
+ * Returns whether more wait.
+ */
+static bool promote_next(struct cache *c)
+{
+	bool more;
+	u64 oblock;
+
+	spin_lock_irq(&c->map_lock);
+	if (!c->nr_promote_req) {
+		spin_unlock_irq(&c->map_lock);
+		return false;
+	}
+	oblock = c->promote_req[0];
+	c->nr_promote_req--;
+	memmove(&c->promote_req[0], &c->promote_req[1], c->nr_promote_req * sizeof(c->promote_req[0]));
+	more = c->nr_promote_req > 0;
+	spin_unlock_irq(&c->map_lock);
+
+	if (!c->suspended && c->loaded && !lookup(c, oblock) && may_promote(c, oblock))
+		promote(c, oblock);
+	return more;
+}
+
+/* The bios first, then at most one promotion (the bios that came meanwhile go before the next one). */
 static void do_worker(struct work_struct *work)
 {
 	struct cache *c = container_of(work, struct cache, worker);
@@ -1077,6 +1085,7 @@ static void do_worker(struct work_struct *work)
 	while ((bio = bio_list_pop(&bios)))
 		process_bio(c, bio);
 	more = clean_some(c);
+	more |= promote_next(c);
 	mutex_unlock(&c->lock);
 
 	if (more)
@@ -1100,6 +1109,16 @@ static void do_tick(struct work_struct *work)
 			queue_work(c->wq, &c->worker);
 		queue_delayed_work(c->wq, &c->ticker, COMMIT_PERIOD);
 	}
+}
+
+static bool promote_requested(struct cache *c, u64 oblock)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nr_promote_req; i++)
+		if (c->promote_req[i] == oblock)
+			return true;
+	return false;
 }
 
 static void defer_bio(struct cache *c, struct bio *bio)
@@ -1154,10 +1173,14 @@ static bool map_fast(struct cache *c, struct bio *bio, struct per_bio *pb, enum 
 	/* A write clears the block's discard bit: a metadata change. */
 	if (write && mode == CACHE_MODE_WRITE && test_bit(oblock_dblock(c, oblock), c->discarded))
 		goto out;
-	if ((!write || c->io_mode == IO_WRITEBACK) && may_promote(c, oblock) && admit(c, f)) {
-		pb->promote = true;
-		c->promotions_queued++;
-		goto out;
+	/*
+	 * A miss chosen for a promotion goes on to the origin like any other: the worker copies the block
+	 * in later, after the origin writes in flight on it (this one too).
+	 */
+	if ((!write || c->io_mode == IO_WRITEBACK) && may_promote(c, oblock) &&
+	    !promote_requested(c, oblock) && admit(c, f)) {
+		c->promote_req[c->nr_promote_req++] = oblock;
+		queue_work(c->wq, &c->worker);
 	}
 	atomic_inc(write ? &c->write_misses : &c->read_misses);
 	if (write) {
@@ -1184,7 +1207,6 @@ static int dc_map(struct dm_target *ti, struct bio *bio)
 	enum cache_mode mode = READ_ONCE(c->mode);
 
 	pb->tracked = false;
-	pb->promote = false;
 	pb->owrite = -1;
 	pb->entry = NULL;
 	if (mode == CACHE_MODE_FAIL)
@@ -1986,6 +2008,9 @@ static void dc_postsuspend(struct dm_target *ti)
 
 	mutex_lock(&c->lock);
 	c->suspended = true;
+	spin_lock_irq(&c->map_lock);
+	c->nr_promote_req = 0;
+	spin_unlock_irq(&c->map_lock);
 	mutex_unlock(&c->lock);
 	cancel_delayed_work_sync(&c->ticker);
 	flush_workqueue(c->wq);
