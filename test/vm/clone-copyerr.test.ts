@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceMapper } from '../../src/dm';
 import { readCloneMetadata } from '../../src/pdata/reader';
-import { clone } from '../../src/targets';
+import { clone, cloneMessages } from '../../src/targets';
 import { patternBuffer, ramdisks, Scope, zero, type BlockDevice } from '../../src/testing';
 import { kernelLogSince } from '../../src/testing/dmsetup';
 import { bytes, sectors } from '../../src/units';
@@ -99,6 +99,12 @@ describe('clone copy errors', () => {
         assert.match(log, /copying from region (40|41|90) failed/, 'the failed copies are logged');
       }
 
+      // Background hydration keeps retrying regions 40, 41 and 90, and a write that finds a retry in flight
+      // waits for it and shares its failure (both clone targets do that). Stop the retries and drain the
+      // copies in flight (a suspend waits for them) so each write below meets only its own copy or none.
+      await dm.message({ name: 'ce-clone' }, undefined, cloneMessages.disableHydration());
+      await dm.suspend({ name: 'ce-clone' });
+      await dm.resume({ name: 'ce-clone' });
       // A partial write into an unhydrated region behind a hole waits for a copy that fails.
       failsWithEio('a 4 KiB write into region 40', () => writeDirect(dev, 40n * REGION * 512n + 4096n, Buffer.alloc(4096, 1)));
       // A write of the whole region (one 64 KiB bio) needs no copy.
@@ -110,6 +116,7 @@ describe('clone copy errors', () => {
       assert.equal((await cloneStatus(dm, 'ce-clone')).hydrated, BigInt(good + 1), 'the whole-region write hydrated region 41');
 
       // Heal the source: hydration finishes, and nothing of the failed write landed.
+      await dm.message({ name: 'ce-clone' }, undefined, cloneMessages.enableHydration());
       await dm.load({ name: 'ce-src' }, sourceTable(srcRam.path, false));
       await dm.suspend({ name: 'ce-src' });
       await dm.resume({ name: 'ce-src' });
