@@ -42,6 +42,7 @@
 #include <linux/mempool.h>
 #include <linux/module.h>
 #include <linux/mm.h>
+#include <linux/mutex.h>
 #include <linux/rwsem.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -61,6 +62,8 @@
 #define PENDING_POOL_SIZE 256
 #define COPY_POOL_SIZE 64
 #define MERGE_MAX_RUN 64
+/* A commit waits for copies still under way unless this many finished copies wait for it. */
+#define COMMIT_BATCH_MAX 64
 
 /* A snapshot of one origin; dmkit-merge instances are snapshots with `merge` set. */
 struct snap {
@@ -89,6 +92,9 @@ struct snap {
 	unsigned int exception_bits;
 	DECLARE_HASHTABLE(pending, PENDING_HASH_BITS);
 	struct list_head copied;	/* pending exceptions whose copy ended, for the commit worker */
+	unsigned int nr_copying;	/* pending exceptions whose copy has not ended */
+	unsigned int nr_copied;		/* entries on `copied` */
+	struct mutex commit_lock;	/* one commit at a time: the worker's or a copy callback's */
 
 	atomic_t nr_pending;
 	wait_queue_head_t pending_wait;
@@ -418,25 +424,59 @@ static void invalidate_worker(struct work_struct *work)
 
 /* ---- copying ---- */
 
-static void queue_copied(struct snap_pe *pe, int error)
+/*
+ * A finished copy waits for a commit, which runs when no other copy of its snapshot is under way or
+ * when COMMIT_BATCH_MAX copies wait: the writers blocked on copies started together then share one
+ * exception-area write instead of one each (a copy in flight ends without waiting for anything, so
+ * the commit always comes). Returns true when the commit should run now.
+ */
+static bool add_copied(struct snap *s, struct snap_pe *pe, int error)
 {
-	struct snap *s = pe->s;
+	bool now;
 
 	pe->error = error;
 	spin_lock(&s->lock);
 	list_add_tail(&pe->entry, &s->copied);
+	s->nr_copied++;
+	s->nr_copying--;
+	now = !s->nr_copying || s->nr_copied >= COMMIT_BATCH_MAX;
 	spin_unlock(&s->lock);
-	queue_work(s->wq, &s->commit_work);
+	return now;
+}
+
+static void commit_copied(struct snap *s);
+
+/*
+ * The copy into the snapshots of copy->pes ended. A copy for a single snapshot commits right here when
+ * called in process context outside a bio submission (kcopyd's worker): that spares a wake-up of the
+ * commit worker per batch, and while the commit runs kcopyd gathers the next batch. A copy for several
+ * snapshots hands each commit to its snapshot's worker, so they run side by side.
+ */
+static void copies_ended(struct snap_copy *copy, int read_err, unsigned long write_err, bool may_commit)
+{
+	struct snap_pe *pes[DM_KCOPYD_MAX_REGIONS];
+	unsigned int i, nr = copy->nr;
+
+	memcpy(pes, copy->pes, nr * sizeof(*pes));
+	mempool_free(copy, &copy_pool);
+	for (i = 0; i < nr; i++) {
+		struct snap *s = pes[i]->s;
+
+		if (!add_copied(s, pes[i], (read_err || (write_err & (1UL << i))) ? -EIO : 0))
+			continue;
+		if (may_commit && nr == 1) {
+			mutex_lock(&s->commit_lock);
+			commit_copied(s);
+			mutex_unlock(&s->commit_lock);
+		} else {
+			queue_work(s->wq, &s->commit_work);
+		}
+	}
 }
 
 static void copy_done(int read_err, unsigned long write_err, void *context)
 {
-	struct snap_copy *copy = context;
-	unsigned int i;
-
-	for (i = 0; i < copy->nr; i++)
-		queue_copied(copy->pes[i], (read_err || (write_err & (1UL << i))) ? -EIO : 0);
-	mempool_free(copy, &copy_pool);
+	copies_ended(context, read_err, write_err, !current->bio_list);
 }
 
 static void start_copy(struct snap_copy *copy)
@@ -449,7 +489,7 @@ static void start_copy(struct snap_copy *copy)
 	from.bdev = first->origin->bdev;
 	from.sector = copy->pes[0]->old_chunk << first->chunk_shift;
 	if (from.sector >= origin_size) {
-		copy_done(0, 0, copy);	/* past the origin's end: nothing to keep */
+		copies_ended(copy, 0, 0, false);	/* past the origin's end: nothing to keep */
 		return;
 	}
 	from.count = min_t(sector_t, first->chunk_sectors, origin_size - from.sector);
@@ -500,6 +540,7 @@ static void init_pe(struct snap *s, struct snap_pe *pe, snap_chunk_t chunk)
 	bio_list_init(&pe->snap_bios);
 	hash_add(s->pending, &pe->node, chunk);
 	atomic_inc(&s->nr_pending);
+	s->nr_copying++;
 }
 
 /* ---- origin writes ---- */
@@ -700,9 +741,9 @@ static void finish_pe(struct snap *s, struct snap_pe *pe, bool ok)
 		wake_up(&s->pending_wait);
 }
 
-static void commit_worker(struct work_struct *work)
+/* Commits the finished copies of s and releases what waited for them; s->commit_lock held. */
+static void commit_copied(struct snap *s)
 {
-	struct snap *s = container_of(work, struct snap, commit_work);
 	struct snap_pe *pe, *tmp;
 	LIST_HEAD(batch);
 	int copy_error = 0;
@@ -710,7 +751,13 @@ static void commit_worker(struct work_struct *work)
 	int r = 0;
 
 	spin_lock(&s->lock);
+	/* Copies started since the wake-up join this commit: the last of them wakes the worker again. */
+	if (s->nr_copying && s->nr_copied < COMMIT_BATCH_MAX) {
+		spin_unlock(&s->lock);
+		return;
+	}
 	list_splice_init(&s->copied, &batch);
+	s->nr_copied = 0;
 	valid = s->valid;
 	spin_unlock(&s->lock);
 	if (list_empty(&batch))
@@ -740,6 +787,15 @@ static void commit_worker(struct work_struct *work)
 		list_del(&pe->entry);
 		finish_pe(s, pe, valid && !r && !pe->error);
 	}
+}
+
+static void commit_worker(struct work_struct *work)
+{
+	struct snap *s = container_of(work, struct snap, commit_work);
+
+	mutex_lock(&s->commit_lock);
+	commit_copied(s);
+	mutex_unlock(&s->commit_lock);
 }
 
 /* ---- dmkit-origin ---- */
@@ -921,6 +977,7 @@ static int snap_ctr_common(struct dm_target *ti, unsigned int argc, char **argv,
 	hash_init(s->pending);
 	hash_init(s->tracked);
 	INIT_LIST_HEAD(&s->copied);
+	mutex_init(&s->commit_lock);
 	INIT_LIST_HEAD(&s->set_entry);
 	atomic_set(&s->nr_pending, 0);
 	init_waitqueue_head(&s->pending_wait);
@@ -1048,6 +1105,8 @@ static void snap_dtr(struct dm_target *ti)
 		flush_work(&s->merge_work);
 	}
 	wait_event(s->pending_wait, !atomic_read(&s->nr_pending));
+	/* A copy callback that committed may still be returning from that commit. */
+	dm_kcopyd_client_flush(kcopyd);
 	flush_work(&s->invalidate_work);
 	destroy_workqueue(s->wq);
 	free_exceptions(s);
