@@ -86,7 +86,7 @@ export const component: Component = {
       const cachePlan = ctx.scale === 'ci' ? { ...crashPlan('ci', 'clone'), ops: 400, kernelPerWorkload: 6, maxStates: 360 } : { ...crashPlan('release', 'clone'), ops: 600, workloads: 20, kernelPerWorkload: 60, maxStates: 20_000 };
       for (const type of CACHE_TYPES) {
         if (!ctx.wants(type) || (type === 'cache' && ctx.scale === 'ci' && !only)) continue; // in-tree: release scale (CI's budget)
-        if (type === 'cache') spawnSync('modprobe', ['dm-cache']);
+        if (type === 'cache') for (const m of ['dm-cache', 'dm-cache-smq', 'dm-cache-cleaner']) spawnSync('modprobe', [m]);
         if (!(await dm.hasTarget(type))) continue;
         for (const mode of ['writeback', 'writethrough'] as const) {
           for (let w = 0; w < cachePlan.workloads; w++) {
