@@ -32,8 +32,6 @@
  * origin: workflows/cache-attach.ts) the origin alone reads the view too; cache_check passes after.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { DeviceMapper } from '../../../dm';
 import { cache as cacheCodec, type CacheInfo, type CacheIoMode } from '../../../targets';
@@ -184,14 +182,13 @@ function cleanShutdown(meta: Buffer): boolean {
   return (meta.readUInt32LE(4) & 1) !== 0;
 }
 
-/** cache_check and cache_dump on one metadata copy: its mappings, or what is wrong. */
-function judgeMetadata(meta: Buffer, dir: string): { dump: CacheDump } | { problem: string } {
+/** cache_check and cache_dump on one metadata copy, written to `scratch` (the tools open it O_DIRECT): its mappings, or what is wrong. */
+function judgeMetadata(meta: Buffer, scratch: string): { dump: CacheDump } | { problem: string } {
   if (unformatted(new MetadataImage(meta))) return { dump: { blockSectors: BLOCK_SECTORS, cacheBlocks: CACHE_BLOCKS, policy: '', mappings: new Map() } };
-  const file = path.join(dir, 'meta.img');
-  fs.writeFileSync(file, meta);
-  const check = runChecker('cache_check', file);
+  writeDirect(scratch, 0n, meta);
+  const check = runChecker('cache_check', scratch);
   if (!check.ok) return { problem: `cache_check exited ${check.status}: ${check.output.split('\n').slice(0, 4).join(' | ')}` };
-  const r = spawnSync('cache_dump', [file], { encoding: 'utf8', maxBuffer: 64 * MiB });
+  const r = spawnSync('cache_dump', [scratch], { encoding: 'utf8', maxBuffer: 64 * MiB });
   if (r.status !== 0) return { problem: `cache_dump exited ${r.status}: ${(r.stderr ?? '').slice(0, 300)}` };
   const dump = parseCacheDump(r.stdout);
   if (dump.blockSectors !== BLOCK_SECTORS || dump.cacheBlocks !== CACHE_BLOCKS) return { problem: `superblock: block size ${dump.blockSectors}, ${dump.cacheBlocks} cache blocks; the table says ${BLOCK_SECTORS}, ${CACHE_BLOCKS}` };
@@ -311,7 +308,7 @@ async function record(dm: DeviceMapper, devs: Devices, type: string, mode: Cache
 export async function cacheCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: string, mode: CacheIoMode, disks: CacheCrashDisks, seed: number, plan: CrashPlan): Promise<CrashCounts> {
   const started = Date.now();
   const counts: CrashCounts = { states: 0, kernel: 0, known: 0, backups: 0 };
-  const metadata2 = seed % 2 === 1;
+  const metadata2 = (seed + (mode === 'writeback' ? 1 : 0)) % 2 === 1; // both formats, in both modes, over many seeds
   const baseSeed = (seed % 100000) + 11;
   const ops = cacheCrashOps(seed, plan.ops || 400);
   const writers = writersBySector(ops);
@@ -345,7 +342,6 @@ export async function cacheCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
   const log = logIndex(rec.logBuf);
   const byMark = new Map(rec.marks.map((m) => [m.mark, m]));
   const points = crashPoints(log, { marks: /^crash-\d+$/ });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmkit-lab-cache-'));
   const judged = new Map<string, ReturnType<typeof judgeMetadata>>();
   const seen = new Set<string>();
   const perPoint = new Map<number, number>();
@@ -365,7 +361,7 @@ export async function cacheCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
       counts.states += 1;
       const metaKey = imageDigest(m.meta);
       let verdict = judged.get(metaKey);
-      if (!verdict) judged.set(metaKey, (verdict = judgeMetadata(m.meta, dir)));
+      if (!verdict) judged.set(metaKey, (verdict = judgeMetadata(m.meta, disks.crashMeta)));
       const replayPlan = { log: rec.logBuf, index: log, base, length: TOTAL, apply: state.apply, ...(state.torn ? { torn: state.torn } : {}) };
       const { digest, image } = await replayImage(replayPlan);
       const key = `${metaKey}:${digest}`;
@@ -392,7 +388,6 @@ export async function cacheCrashWorkload(ctx: LabContext, dm: DeviceMapper, type
       }
     }
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
     await devs.teardown();
   }
   ctx.log(`${what}: ${rec.marks.length} marks, ${judged.size} distinct metadata copies (up to ${cached} blocks cached), ${rec.last.promotions} promotions, ${rec.last.demotions} demotions, ${log.entries.length} log entries, ${counts.states} states (${seen.size} distinct, ${counts.kernel} recovered in the kernel)${failed ? ', FAILED' : ''}; record ${((recorded - started) / 1000).toFixed(0)} s, states ${((Date.now() - recorded) / 1000).toFixed(0)} s`);
