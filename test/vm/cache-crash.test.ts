@@ -107,7 +107,7 @@ describe('dmkit-cache crash with dirty blocks', () => {
         // Recovery on the raw images.
         const fd2 = createDevice(scope, 'cc-fast', `0 ${CACHE_SECTORS} linear ${fast.path} 0`);
         const vol = 'cc-cache';
-        createDevice(scope, vol, cacheTable(meta.path, fd2.path, origin.path, features));
+        const recovered = createDevice(scope, vol, cacheTable(meta.path, fd2.path, origin.path, features));
         const after = await info(dm, vol);
         assert.equal(after.cacheUsed, BigInt(BLOCKS.length), 'the committed mappings are back');
         assert.equal(after.dirty, after.cacheUsed, `after an unclean shutdown every cached block counts as dirty (${after.dirty} of ${after.cacheUsed})`);
@@ -117,7 +117,7 @@ describe('dmkit-cache crash with dirty blocks', () => {
         const d = await detachCache(dm, { name: vol, pollIntervalMs: 50, timeoutMs: 120_000 });
         assert.equal(d.flushed, BigInt(BLOCKS.length), 'detach wrote back every cached block');
         assert.deepEqual(verifyModel(origin.path, model, 4), [], 'after detach the origin holds every stamped block');
-        dmsetup('remove', '--retry', vol);
+        recovered.remove(); // linear on the origin by now
         assertClean('cache_check', meta.path);
       } finally {
         await dm.close();
