@@ -27,7 +27,8 @@
  * sector whose seed is the last write acknowledged before a flush (or FUA) that completed before the mark,
  * or a later write, or the base stamp where no such write exists, never garbage or another sector's
  * data. A sample of states is recovered in the kernel on the crash images: the status's dirty count
- * equals its cached blocks equals the mappings (after an unclean shutdown every cached block is dirty),
+ * equals its cached blocks equals the mappings (after an unclean shutdown every cached block is dirty; on
+ * the in-tree cache at most: its smq policy writes dirty blocks back as soon as the device is idle),
  * the device reads exactly the view, and after a detach (cleaner until 0 dirty, then linear on the
  * origin: workflows/cache-attach.ts) the origin alone reads the view too; cache_check passes after.
  */
@@ -230,7 +231,8 @@ async function recoverInKernel(devs: Devices, type: string, mode: CacheIoMode, m
     const dev = await devs.create('lab-crash-cache', type, ORIGIN_SECTORS, cacheParams(type, mode, metadata2, disks.crashMeta, fast, origin));
     const st = await cacheInfo(devs.dm, 'lab-crash-cache');
     if (st.cacheUsed !== BigInt(dump.mappings.size)) problems.push(`status: ${st.cacheUsed} cache blocks used, the metadata maps ${dump.mappings.size}`);
-    if (st.dirty !== st.cacheUsed) problems.push(`status after the crash: ${st.dirty} dirty of ${st.cacheUsed} cached blocks (every cached block must count as dirty)`);
+    // smq (in-tree) writes dirty blocks back as soon as the device is idle, so its count may already have dropped.
+    if (type === 'cache' ? st.dirty > st.cacheUsed : st.dirty !== st.cacheUsed) problems.push(`status after the crash: ${st.dirty} dirty of ${st.cacheUsed} cached blocks (every cached block must count as dirty)`);
     const got = readDirect(dev, 0n, BigInt(ORIGIN_SECTORS * SECTOR), BigInt(BLOCK_BYTES));
     if (!got.equals(view)) problems.push(`read through the recovered cache differs from the view: ${firstDifference(got, view)}`);
     await detachCache(devs.dm, { name: 'lab-crash-cache', pollIntervalMs: 50, timeoutMs: 60_000 });
