@@ -663,10 +663,36 @@ static u64 pack_mapping(struct cache_md *md, bool valid, u64 oblock, bool dirty)
 	return v;
 }
 
-int cache_md_set_mapping(struct cache_md *md, u32 cblock, bool valid, u64 oblock, bool dirty)
+/* Called with md->lock held, on writable metadata. */
+static int set_mapping_locked(struct cache_md *md, u32 cblock, bool valid, u64 oblock, bool dirty)
 {
 	__le64 old_le, new_le;
 	bool old_dirty;
+	int r;
+
+	r = dm_array_get_value(&md->map_info, md->map_root, cblock, &old_le);
+	if (r)
+		return r;
+	new_le = cpu_to_le64(pack_mapping(md, valid, oblock, dirty));
+	if (new_le != old_le) {
+		__dm_bless_for_disk(&new_le);
+		r = dm_array_set_value(&md->map_info, md->map_root, cblock, &new_le, &md->map_root);
+		if (r)
+			return r;
+	}
+	if (md->version < 2)
+		return 0;
+	dirty = dirty && valid;
+	r = dm_bitset_test_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root, &old_dirty);
+	if (r || old_dirty == dirty)
+		return r;
+	if (dirty)
+		return dm_bitset_set_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root);
+	return dm_bitset_clear_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root);
+}
+
+int cache_md_set_mapping(struct cache_md *md, u32 cblock, bool valid, u64 oblock, bool dirty)
+{
 	int r = -EPERM;
 
 	mutex_lock(&md->lock);
@@ -675,28 +701,7 @@ int cache_md_set_mapping(struct cache_md *md, u32 cblock, bool valid, u64 oblock
 	r = -ERANGE;
 	if (cblock >= md->cache_blocks)
 		goto out;
-
-	r = dm_array_get_value(&md->map_info, md->map_root, cblock, &old_le);
-	if (r)
-		goto out;
-	new_le = cpu_to_le64(pack_mapping(md, valid, oblock, dirty));
-	if (new_le != old_le) {
-		__dm_bless_for_disk(&new_le);
-		r = dm_array_set_value(&md->map_info, md->map_root, cblock, &new_le, &md->map_root);
-		if (r)
-			goto out;
-	}
-	if (md->version >= 2) {
-		dirty = dirty && valid;
-		r = dm_bitset_test_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root,
-				       &old_dirty);
-		if (r || old_dirty == dirty)
-			goto out;
-		if (dirty)
-			r = dm_bitset_set_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root);
-		else
-			r = dm_bitset_clear_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root);
-	}
+	r = set_mapping_locked(md, cblock, valid, oblock, dirty);
 out:
 	mutex_unlock(&md->lock);
 	return r;
@@ -786,14 +791,25 @@ static int load_one(struct cache_md *md, struct map_walk *w, u32 cblock)
 	if (!(v & MAP_VALID))
 		return 0;
 
-	if (w->all_dirty) {
-		dirty = true;
-	} else if (md->version >= 2) {
+	if (md->version >= 2) {
 		r = dm_bitset_test_bit(&md->dirty_info, md->dirty_root, cblock, &md->dirty_root, &dirty);
 		if (r)
 			return r;
 	} else {
 		dirty = v & MAP_DIRTY;
+	}
+	if (w->all_dirty && !dirty) {
+		/*
+		 * The block counts as dirty from now on, and so it must be recorded: the next clean
+		 * shutdown trusts the bits on disk, and a block left clean there would never be written
+		 * back although the cache may hold data the origin lacks.
+		 */
+		dirty = true;
+		if (md_writable(md)) {
+			r = set_mapping_locked(md, cblock, true, v >> MAP_FLAG_BITS, true);
+			if (r)
+				return r;
+		}
 	}
 
 	if (w->hints_valid) {
@@ -814,7 +830,7 @@ int cache_md_load_mappings(struct cache_md *md, const char *policy_name, u32 pol
 	mutex_lock(&md->lock);
 	if (md->broken)
 		goto out;
-	/* After a crash the dirty bits on disk are stale: every cached block may hold newer data. */
+	/* After a crash the dirty bits on disk are stale: every cached block may hold newer data (load_one records it dirty). */
 	w.all_dirty = !(md->flags & SB_FLAG_CLEAN_SHUTDOWN);
 	w.hints_valid = !w.all_dirty && md->hint_root && md->policy_hint_size == HINT_BYTES &&
 			md->policy_version[0] == policy_major &&

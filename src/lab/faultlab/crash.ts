@@ -2,12 +2,15 @@
  * Lab component 'crash': recorded workloads replayed to crash states (every FLUSH/FUA point or crash mark,
  * subsets of the pending writes, torn 4 KiB writes), each checked against the target's durability
  * contract in user space, a sample recovered in the kernel. See crash/era.ts, crash/clone.ts and
- * crash/snapshot.ts and crash/snapshot-merge.ts (the snapshot family; the in-tree snapshot at release scale).
+ * crash/snapshot.ts and crash/snapshot-merge.ts (the snapshot family; the in-tree snapshot at release scale),
+ * crash/cache.ts (writeback and writethrough; the in-tree cache at release scale).
  */
 import { DeviceMapper } from '../../dm';
 import { setCloneThrottle, type CloneType } from '../../testing/clone-scenarios';
+import { spawnSync } from 'node:child_process';
 import { ramdisks, Scope } from '../../testing';
 import { bytes } from '../../units';
+import { cacheCrashWorkload } from './crash/cache';
 import { cloneCrashWorkload } from './crash/clone';
 import { eraCrashWorkload } from './crash/era';
 import { crashPlan, MiB } from './crash/rig';
@@ -18,6 +21,7 @@ import { caseSeed, Component, Counters, LabContext } from './types';
 const ERA_TYPES = ['era', 'dmkit-era'];
 const CLONE_TYPES = ['dmkit-clone', 'clone'];
 const SNAPSHOT_TYPES = ['dmkit-snapshot', 'snapshot'];
+const CACHE_TYPES = ['dmkit-cache', 'cache'];
 
 function cloneThrottle(type: string): (percent: number) => void {
   return (percent) => setCloneThrottle(type as CloneType, percent);
@@ -76,6 +80,22 @@ export const component: Component = {
           got.crash_states += c.states;
           got.crash_states_kernel += c.kernel;
           if (only) break;
+        }
+      }
+      // The cache (crash/cache.ts): one writeback and one writethrough workload per target at CI scale.
+      const cachePlan = ctx.scale === 'ci' ? { ...crashPlan('ci', 'clone'), ops: 400, kernelPerWorkload: 6, maxStates: 360 } : { ...crashPlan('release', 'clone'), ops: 600, workloads: 20, kernelPerWorkload: 60, maxStates: 20_000 };
+      for (const type of CACHE_TYPES) {
+        if (!ctx.wants(type) || (type === 'cache' && ctx.scale === 'ci' && !only)) continue; // in-tree: release scale (CI's budget)
+        if (type === 'cache') for (const m of ['dm-cache', 'dm-cache-smq', 'dm-cache-cleaner']) spawnSync('modprobe', [m]);
+        if (!(await dm.hasTarget(type))) continue;
+        for (const mode of ['writeback', 'writethrough'] as const) {
+          for (let w = 0; w < cachePlan.workloads; w++) {
+            const seed = only?.seed ?? caseSeed(ctx.seed, `crash-${type}-${mode}`, w);
+            const c = await cacheCrashWorkload(ctx, dm, type, mode, { rec, log, meta, crash, crashMeta }, seed, cachePlan);
+            got.crash_states += c.states;
+            got.crash_states_kernel += c.kernel;
+            if (only) break;
+          }
         }
       }
     } finally {
