@@ -447,10 +447,11 @@ static bool add_copied(struct snap *s, struct snap_pe *pe, int error)
 static void commit_copied(struct snap *s);
 
 /*
- * The copy into the snapshots of copy->pes ended. A copy for a single snapshot commits right here when
- * called in process context outside a bio submission (kcopyd's worker): that spares a wake-up of the
- * commit worker per batch, and while the commit runs kcopyd gathers the next batch. A copy for several
- * snapshots hands each commit to its snapshot's worker, so they run side by side.
+ * The copy into the snapshots of copy->pes ended. Called in process context outside a bio submission
+ * (kcopyd's worker), each snapshot whose batch is complete commits right here: that spares a wake-up of
+ * its commit worker per batch (measured: fewer wake-ups beat running the commits of several snapshots
+ * side by side on their workers), and while the commits run kcopyd gathers the next batch. Otherwise the
+ * snapshot's worker commits.
  */
 static void copies_ended(struct snap_copy *copy, int read_err, unsigned long write_err, bool may_commit)
 {
@@ -464,7 +465,7 @@ static void copies_ended(struct snap_copy *copy, int read_err, unsigned long wri
 
 		if (!add_copied(s, pes[i], (read_err || (write_err & (1UL << i))) ? -EIO : 0))
 			continue;
-		if (may_commit && nr == 1) {
+		if (may_commit) {
 			mutex_lock(&s->commit_lock);
 			commit_copied(s);
 			mutex_unlock(&s->commit_lock);
