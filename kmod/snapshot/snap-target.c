@@ -91,7 +91,7 @@ struct snap {
 	struct hlist_head *exceptions;	/* completed: struct snap_ex by origin chunk */
 	unsigned int exception_bits;
 	DECLARE_HASHTABLE(pending, PENDING_HASH_BITS);
-	struct list_head copied;	/* pending exceptions whose copy ended, for the commit worker */
+	struct list_head copied;	/* pending exceptions whose copy ended, for the next commit */
 	unsigned int nr_copying;	/* pending exceptions whose copy has not ended */
 	unsigned int nr_copied;		/* entries on `copied` */
 	struct mutex commit_lock;	/* one commit at a time: the worker's or a copy callback's */
@@ -752,7 +752,7 @@ static void commit_copied(struct snap *s)
 	int r = 0;
 
 	spin_lock(&s->lock);
-	/* Copies started since the wake-up join this commit: the last of them wakes the worker again. */
+	/* Copies started since the wake-up join this commit: the last of them to end commits (or wakes us). */
 	if (s->nr_copying && s->nr_copied < COMMIT_BATCH_MAX) {
 		spin_unlock(&s->lock);
 		return;
