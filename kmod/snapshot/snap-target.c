@@ -50,6 +50,7 @@
 #include <linux/workqueue.h>
 
 #include "dmkit-common.h"
+#include "snap-copier.h"
 #include "snap-store.h"
 
 #define DM_MSG_PREFIX "dmkit-snapshot"
@@ -501,7 +502,8 @@ static void start_copy(struct snap_copy *copy)
 		to[i].sector = pe->new_chunk << pe->s->chunk_shift;
 		to[i].count = from.count;
 	}
-	dm_kcopyd_copy(kcopyd, &from, copy->nr, to, 0, copy_done, copy);
+	if (!snap_copier_copy(&from, copy->nr, to, copy_done, copy))
+		dm_kcopyd_copy(kcopyd, &from, copy->nr, to, 0, copy_done, copy);
 }
 
 /*
@@ -992,15 +994,19 @@ static int snap_ctr_common(struct dm_target *ti, unsigned int argc, char **argv,
 		ti->error = "cannot open the origin device";
 		goto bad_args;
 	}
+	/*
+	 * Compared by device number before the COW is opened: opening the origin's device again with
+	 * write access would upgrade the table's one reference to it and free the dm_dev s->origin holds.
+	 */
+	if (dm_get_dev_t(argv[1]) == s->origin->bdev->bd_dev) {
+		ti->error = "the COW device cannot be the origin device";
+		r = -EINVAL;
+		goto bad_cow;
+	}
 	r = dm_get_device(ti, argv[1], dm_table_get_mode(ti->table), &s->cow);
 	if (r) {
 		ti->error = "cannot open the COW device";
 		goto bad_cow;
-	}
-	if (s->cow->bdev == s->origin->bdev) {
-		ti->error = "the COW device cannot be the origin device";
-		r = -EINVAL;
-		goto bad_store;
 	}
 	s->store = snap_store_create(s->cow, persistent, chunk_sectors, &error);
 	if (IS_ERR(s->store)) {
@@ -1107,6 +1113,7 @@ static void snap_dtr(struct dm_target *ti)
 	}
 	wait_event(s->pending_wait, !atomic_read(&s->nr_pending));
 	/* A copy callback that committed may still be returning from that commit. */
+	snap_copier_flush();
 	dm_kcopyd_client_flush(kcopyd);
 	flush_work(&s->invalidate_work);
 	destroy_workqueue(s->wq);
@@ -1529,6 +1536,9 @@ static int __init dmkit_snapshot_init(void)
 		r = PTR_ERR(kcopyd);
 		goto bad_kcopyd;
 	}
+	r = snap_copier_init();
+	if (r)
+		goto bad_copier;
 	r = dm_register_target(&origin_target);
 	if (r)
 		goto bad_origin;
@@ -1545,6 +1555,8 @@ bad_merge:
 bad_snapshot:
 	dm_unregister_target(&origin_target);
 bad_origin:
+	snap_copier_exit();
+bad_copier:
 	dm_kcopyd_client_destroy(kcopyd);
 bad_kcopyd:
 	mempool_exit(&copy_pool);
@@ -1564,6 +1576,7 @@ static void __exit dmkit_snapshot_exit(void)
 	dm_unregister_target(&merge_target);
 	dm_unregister_target(&snapshot_target);
 	dm_unregister_target(&origin_target);
+	snap_copier_exit();
 	dm_kcopyd_client_destroy(kcopyd);
 	mempool_exit(&copy_pool);
 	mempool_exit(&pe_pool);

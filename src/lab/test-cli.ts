@@ -51,7 +51,7 @@ const VM_SUITES = 'dist/test/vm/';
  * crash with dirty blocks, recovery and detach, takes 52-59 s on the debug kernel; CI's whole run stays
  * near 35 of its 60 minutes).
  */
-export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'snapshot-data', 'snapshot-merge', 'cache-preload', 'cache-smoke', 'cache-attach', 'cache-crash', 'lab-torture'];
+export const DEBUG_KERNEL_SUITES = ['core', 'dm-api', 'clone-data', 'clone-copyerr', 'snapshot-data', 'snapshot-merge', 'snapshot-smoke', 'cache-preload', 'cache-smoke', 'cache-attach', 'cache-crash', 'lab-torture'];
 
 /** The Debian kernel's suites: every VM suite. */
 function debianSuites(): string[] {
