@@ -266,6 +266,12 @@ static int write_header(struct snap_store *st, bool valid)
 	return chunk_io(st, buf, 0, REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA);
 }
 
+/* Test builds: a commit that starts while an invalidation is under way waits half its header window. */
+unsigned int snap_store_commit_delay_ms(void)
+{
+	return dmkit_knob(invalidate_delay_ms) / 2;
+}
+
 /*
  * Reads the header through a bufio client of the COW's logical block size (the chunk size is not known
  * yet). Returns 1 for a new COW, 0 for an existing one, with *valid and *chunk_sectors set.

@@ -49,6 +49,7 @@ int snap_store_commit(struct snap_store *st);
 
 /* Marks the snapshot invalid on disk (header valid = 0). */
 int snap_store_drop(struct snap_store *st);
+unsigned int snap_store_commit_delay_ms(void);
 
 void snap_store_usage(struct snap_store *st, sector_t *allocated, sector_t *total, sector_t *metadata);
 

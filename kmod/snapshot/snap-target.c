@@ -13,8 +13,9 @@
  *
  * Snapshots register under their origin's block device. A write through dmkit-origin to a chunk that
  * a snapshot has not copied yet waits while the chunk is copied into the COW device of every snapshot
- * that lacks it, with one dm-kcopyd job per group of snapshots sharing a chunk size (one read, up to
- * eight writes), and the exceptions are committed; then the write goes on. Reads of a snapshot follow
+ * that lacks it, with one copy per group of snapshots sharing a chunk size (one read, up to eight
+ * writes; through snap-copier.c's preallocated buffers, or dm-kcopyd when they are short), and the
+ * exceptions are committed; then the write goes on. Reads of a snapshot follow
  * its exception table to the COW device, else go to the origin. A write to a snapshot copies its chunk
  * first too. A full COW invalidates the snapshot (header valid = 0), except that with PO a write to the
  * snapshot itself only fails and the status reads Overflow; the origin goes on in every case.
@@ -28,9 +29,12 @@
  *
  * Test knob (KNOBS=1 builds, /sys/module/dmkit_snapshot/parameters/invalidate_delay_ms, default 0):
  * invalidating a persistent snapshot builds the header, then sleeps that many milliseconds before
- * writing it. Exception commits keep running during the sleep. With the snapshot-header revert the header
- * is built in the area buffer that those commits re-encode, so a commit finishing inside the window
- * writes exception 0 over it (bad magic, chunk size 0) every time; with the fix nothing changes.
+ * writing it. Exception commits keep running during the sleep, and a commit that starts once the
+ * invalidation is under way first sleeps half as long, so that it lands inside the window even when
+ * the copy engine has ended every copy in flight before the header was built. With the snapshot-header
+ * revert the header is built in the area buffer that those commits re-encode, so a commit finishing
+ * inside the window writes exception 0 over it (bad magic, chunk size 0) every time; with the fix
+ * nothing changes.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -449,9 +453,9 @@ static void commit_copied(struct snap *s);
 
 /*
  * The copy into the snapshots of copy->pes ended. Called in process context outside a bio submission
- * (kcopyd's worker), each snapshot whose batch is complete commits right here: that spares a wake-up of
+ * (the copy engine's or kcopyd's worker), each snapshot whose batch is complete commits right here: that spares a wake-up of
  * its commit worker per batch (measured: fewer wake-ups beat running the commits of several snapshots
- * side by side on their workers), and while the commits run kcopyd gathers the next batch. Otherwise the
+ * side by side on their workers), and while the commits run the copier gathers the next batch. Otherwise the
  * snapshot's worker commits.
  */
 static void copies_ended(struct snap_copy *copy, int read_err, unsigned long write_err, bool may_commit)
@@ -766,6 +770,8 @@ static void commit_copied(struct snap *s)
 	if (list_empty(&batch))
 		return;
 
+	if (valid && READ_ONCE(s->invalidating) && snap_store_commit_delay_ms())
+		msleep(snap_store_commit_delay_ms());
 	if (valid) {
 		list_for_each_entry(pe, &batch, entry) {
 			if (pe->error) {
