@@ -124,17 +124,6 @@ struct era_md {
 	struct era_writeset __rcu *current_set;
 	u32 bitmap_bits;
 
-	/*
-	 * Marks of the current writeset (bitmap_bits bits each, allocated with the in-core writesets):
-	 * @marked holds every block set in its on-disk bitset, committed or not; @dirty_words has a bit
-	 * for each 64-bit bitset word that gained blocks since the last commit, @nr_dirty of them. A
-	 * commit writes each dirty word once, however many of its blocks were marked, and only once the
-	 * transaction is durable copies it into the in-core bitmap that lets writes through.
-	 */
-	unsigned long *marked;
-	unsigned long *dirty_words;
-	u32 nr_dirty;
-
 	bool digest_wanted;	/* the writeset tree may hold writesets to digest */
 	struct era_digest digest;
 
@@ -292,44 +281,7 @@ static void free_bitmaps(struct era_md *md)
 		kvfree(md->sets[i].bits);
 		md->sets[i].bits = NULL;
 	}
-	kvfree(md->marked);
-	kvfree(md->dirty_words);
-	md->marked = NULL;
-	md->dirty_words = NULL;
-	md->nr_dirty = 0;
 	md->bitmap_bits = 0;
-}
-
-/*----------------------------------------------------------------
- * Bitset words: word w of a writeset holds blocks 64w to 64w + 63, block 64w + i in bit i
- *--------------------------------------------------------------*/
-
-#define ERA_WORD_BITS 64
-#define ERA_LONGS_PER_WORD (ERA_WORD_BITS / BITS_PER_LONG)
-
-static u32 nr_words(u32 nr_bits)
-{
-	return DIV_ROUND_UP(nr_bits, ERA_WORD_BITS);
-}
-
-/* Word @w of an in-core bitmap of @nr_bits bits, as the on-disk bitset stores it. */
-static __le64 disk_word(const unsigned long *bits, u32 nr_bits, u32 w)
-{
-	u64 value = 0;
-	u32 i, first = w * ERA_LONGS_PER_WORD, end = min_t(u32, first + ERA_LONGS_PER_WORD, BITS_TO_LONGS(nr_bits));
-
-	for (i = first; i < end; i++)
-		value |= (u64)bits[i] << ((i - first) * BITS_PER_LONG);
-	return cpu_to_le64(value);
-}
-
-/* Sets the blocks of word @w of @from in @to; the I/O path may be testing @to meanwhile. */
-static void or_word(unsigned long *to, const unsigned long *from, u32 nr_bits, u32 w)
-{
-	u32 i, first = w * ERA_LONGS_PER_WORD, end = min_t(u32, first + ERA_LONGS_PER_WORD, BITS_TO_LONGS(nr_bits));
-
-	for (i = first; i < end; i++)
-		WRITE_ONCE(to[i], to[i] | from[i]);
 }
 
 static bool in_core_covers(struct era_md *md, struct era_writeset *ws, u32 last)
@@ -420,53 +372,13 @@ static int write_superblock(struct era_md *md, bool publish)
 	return r;
 }
 
-/* Writes each dirty word of the current writeset into its on-disk bitset; they stay dirty until published. */
-static int write_marks(struct era_md *md, struct era_writeset *ws)
-{
-	__le64 value;
-	u32 w;
-	int r;
-
-	if (!md->nr_dirty)
-		return 0;
-	for_each_set_bit(w, md->dirty_words, nr_words(md->bitmap_bits)) {
-		value = disk_word(md->marked, md->bitmap_bits, w);
-		__dm_bless_for_disk(&value);
-		r = dm_array_set_value(&md->current_bitset.array_info, ws->root, w, &value, &ws->root);
-		if (r) {
-			DMERR("marking blocks %u-%u in era %u failed: %d", w * ERA_WORD_BITS,
-			      min(w * ERA_WORD_BITS + ERA_WORD_BITS, md->bitmap_bits) - 1, md->era, r);
-			return r;
-		}
-	}
-	return 0;
-}
-
-/* After the commit that made the dirty words durable: writes to their blocks may pass from now on. */
-static void publish_marks(struct era_md *md)
-{
-	struct era_writeset *ws = current_writeset(md);
-	u32 w;
-
-	if (!md->nr_dirty)
-		return;
-	for_each_set_bit(w, md->dirty_words, nr_words(md->bitmap_bits)) {
-		if (ws->bits)
-			or_word(ws->bits, md->marked, md->bitmap_bits, w);
-		__clear_bit(w, md->dirty_words);
-	}
-	md->nr_dirty = 0;
-}
-
 int era_md_pre_commit(struct era_md *md)
 {
 	struct era_writeset *ws = current_writeset(md);
 	int r;
 
 	if (ws->root != ERA_NONE) {
-		r = write_marks(md, ws);
-		if (!r)
-			r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
+		r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
 		if (r) {
 			DMERR("flushing the current writeset failed: %d", r);
 			return r;
@@ -495,10 +407,7 @@ static int commit_guarded(struct era_md *md)
 			write_superblock(md, false);
 		return r;
 	}
-	r = write_superblock(md, true);
-	if (!r)
-		publish_marks(md);
-	return r;
+	return write_superblock(md, true);
 }
 
 int era_md_commit(struct era_md *md)
@@ -674,22 +583,15 @@ u32 era_md_nr_blocks(struct era_md *md)
 
 bool era_md_sized_for(struct era_md *md, u32 nr_blocks)
 {
-	return md->marked && md->bitmap_bits == nr_blocks && md->nr_blocks == nr_blocks;
+	return md->sets[0].bits && md->bitmap_bits == nr_blocks && md->nr_blocks == nr_blocks;
 }
 
 int era_md_resize(struct era_md *md, u32 nr_blocks)
 {
 	unsigned long *fresh[ARRAY_SIZE(md->sets)] = { NULL };
-	unsigned long *marked = NULL, *dirty_words = NULL;
 	__le32 never_written = cpu_to_le32(0);
 	unsigned int i;
 	int r;
-
-	/* The in-core marks are sized for the current writeset; none may wait for a commit here. */
-	if (md->nr_dirty) {
-		DMERR("resizing with %u bitset words of era %u not written", md->nr_dirty, md->era);
-		return -EBUSY;
-	}
 
 	if (nr_blocks > ERA_MD_MAX_BLOCKS) {
 		DMERR("%u origin blocks are too many (at most %llu)", nr_blocks, ERA_MD_MAX_BLOCKS);
@@ -711,12 +613,6 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 			goto bad;
 		}
 	}
-	marked = alloc_bitmap(nr_blocks);
-	dirty_words = alloc_bitmap(nr_words(nr_blocks));
-	if (!marked || !dirty_words) {
-		r = -ENOMEM;
-		goto bad;
-	}
 
 	if (nr_blocks != md->nr_blocks) {
 		__dm_bless_for_disk(&never_written);
@@ -730,23 +626,15 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 		md->nr_blocks = nr_blocks;
 	}
 
-	/*
-	 * Only a rollover follows (the next era starts from empty bitmaps), so the fresh bitmaps need not
-	 * hold the current writeset's blocks: no write is marked in it any more.
-	 */
 	free_bitmaps(md);
 	for (i = 0; i < ARRAY_SIZE(fresh); i++)
 		md->sets[i].bits = fresh[i];
-	md->marked = marked;
-	md->dirty_words = dirty_words;
 	md->bitmap_bits = nr_blocks;
 	return 0;
 
 bad:
 	for (i = 0; i < ARRAY_SIZE(fresh); i++)
 		kvfree(fresh[i]);
-	kvfree(marked);
-	kvfree(dirty_words);
 	return r;
 }
 
@@ -767,9 +655,7 @@ int era_md_archive(struct era_md *md)
 	r = space_for(md, 2 * ERA_MD_SPINE_BLOCKS, "archiving an era");
 	if (r)
 		return r;
-	r = write_marks(md, ws);
-	if (!r)
-		r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
+	r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
 	if (r) {
 		DMERR("flushing the writeset of era %u failed: %d", md->era, r);
 		return r;
@@ -810,8 +696,6 @@ static int start_next_era(struct era_md *md)
 
 	if (next->bits)
 		bitmap_zero(next->bits, md->bitmap_bits);
-	if (md->marked)
-		bitmap_zero(md->marked, md->bitmap_bits);
 	next->nr_bits = md->nr_blocks;
 	next->root = root;
 
@@ -854,32 +738,45 @@ bool era_md_range_marked(struct era_md *md, u32 first, u32 last)
 	return marked;
 }
 
-int era_md_mark(struct era_md *md, u32 first, u32 last)
+int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last)
 {
 	struct era_writeset *ws = current_writeset(md);
+	bool in_core = in_core_covers(md, ws, last);
+	bool changed = false;
 	u32 b;
 	int r;
 
-	if (ws->root == ERA_NONE || last >= ws->nr_bits || !md->marked || last >= md->bitmap_bits) {
+	if (ws->root == ERA_NONE || last >= ws->nr_bits) {
 		DMERR("no writeset covers blocks %u-%u in era %u", first, last, md->era);
 		return -EINVAL;
 	}
-	if (find_next_zero_bit(md->marked, last + 1, first) > last)
-		return 0;
-	r = space_for(md, array_blocks(md, last / ERA_WORD_BITS - first / ERA_WORD_BITS + 1, sizeof(__le64)) +
-		      ERA_MD_SPINE_BLOCKS, "marking written blocks");
+	r = space_for(md, array_blocks(md, (last >> 6) - (first >> 6) + 1, sizeof(__le64)) + ERA_MD_SPINE_BLOCKS,
+		      "marking written blocks");
 	if (r)
 		return r;
 
-	for (b = first; b <= last; b++)
-		if (!__test_and_set_bit(b, md->marked) && !__test_and_set_bit(b / ERA_WORD_BITS, md->dirty_words))
-			md->nr_dirty++;
-	return 0;
+	for (b = first; b <= last; b++) {
+		if (in_core && test_bit(b, ws->bits))
+			continue;
+		r = dm_bitset_set_bit(&md->current_bitset, ws->root, b, &ws->root);
+		if (r) {
+			DMERR("marking block %u in era %u failed: %d", b, md->era, r);
+			return r;
+		}
+		changed = true;
+	}
+	return changed;
 }
 
-bool era_md_marks_pending(struct era_md *md)
+void era_md_mark_in_core(struct era_md *md, u32 first, u32 last)
 {
-	return md->nr_dirty;
+	struct era_writeset *ws = current_writeset(md);
+	u32 b;
+
+	if (!in_core_covers(md, ws, last))
+		return;
+	for (b = first; b <= last; b++)
+		set_bit(b, ws->bits);
 }
 
 /*----------------------------------------------------------------

@@ -61,14 +61,14 @@ int era_md_archive(struct era_md *md);
 int era_md_rollover(struct era_md *md);
 
 /*
- * Marking writes. era_md_range_marked() tests the in-core bitmap of the current writeset (I/O path):
- * a block set there is durably marked on disk. era_md_mark() records blocks for the next commit;
- * era_md_marks_pending() says whether some wait for it. The commit writes them into the on-disk
- * writeset and, only once the transaction is durable, sets them in core.
+ * Marking writes. era_md_range_marked() tests the in-core bitmap of the current writeset (I/O path).
+ * era_md_mark_on_disk() sets the on-disk bits and returns 1 when a commit is needed, 0 when every block
+ * was already marked in core; era_md_mark_in_core() must only follow the commit that made those
+ * on-disk bits durable.
  */
 bool era_md_range_marked(struct era_md *md, u32 first, u32 last);
-int era_md_mark(struct era_md *md, u32 first, u32 last);
-bool era_md_marks_pending(struct era_md *md);
+int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last);
+void era_md_mark_in_core(struct era_md *md, u32 first, u32 last);
 
 /*
  * Digesting archived writesets into the era array, a bounded amount per call. era_md_digest_step()

@@ -12,10 +12,8 @@
  *           drop_metadata_snap   release that copy
  *
  * I/O: every bio goes to the origin. A write to a block not yet marked in the current era's in-core
- * writeset waits for the worker, which records the blocks of all waiting writes, commits once for
- * them (each changed bitset word written once), and only then marks them in core; the issuer submits
- * the writes on another CPU while the worker goes on with the next batch. Between bios the worker
- * digests archived writesets into the era array.
+ * writeset waits for the worker, which marks it on disk, commits, and only then marks it in core and
+ * submits the write. Between bios the worker digests archived writesets into the era array.
  *
  * Lifecycle: the ctr opens (or formats) the metadata to validate it, but the previous table of the
  * device may still be live and committing, so the metadata is read again at this instance's first
@@ -67,19 +65,9 @@ struct era {
 	struct workqueue_struct *wq;
 	struct work_struct worker;
 
-	/*
-	 * Writes whose marks are durable, submitted by the issuer on another CPU than the worker's: on a
-	 * ramdisk a submission runs the write's completion too, and meanwhile the worker marks and
-	 * commits the next batch. Preferably the CPU that deferred a write last, where the writer runs.
-	 */
-	struct workqueue_struct *io_wq;
-	struct work_struct issuer;
-	int submit_cpu;
-
-	/* Protects deferred, ready and suspended; while suspended, wake-ups are ignored. */
+	/* Protects deferred and suspended; while suspended, wake-ups are ignored. */
 	spinlock_t lock;
 	struct bio_list deferred;
-	struct bio_list ready;
 	bool suspended;
 };
 
@@ -160,7 +148,6 @@ static void stop_worker(struct era *era)
 {
 	set_suspended(era, true);
 	drain_workqueue(era->wq);
-	flush_workqueue(era->io_wq);
 }
 
 static void start_worker(struct era *era)
@@ -187,12 +174,13 @@ static void bio_blocks(struct era *era, struct bio *bio, u32 *first, u32 *last)
 }
 
 /*
- * Records the blocks of the deferred bios and commits them, once for the whole batch. A block is set
- * in core, which lets later writes to it through without waiting, only by a commit that made its
- * mark durable (era fix 2).
+ * Marks the blocks of the deferred bios in the on-disk writeset and commits; only then marks them in
+ * core. A bit in core lets later writes to the block through without waiting, so it must never claim
+ * more than is durable (era fix 2).
  */
 static int mark_bios(struct era *era, struct bio_list *bios)
 {
+	bool need_commit = false;
 	struct bio *bio;
 	u32 first, last;
 	int r;
@@ -202,11 +190,23 @@ static int mark_bios(struct era *era, struct bio_list *bios)
 
 	bio_list_for_each(bio, bios) {
 		bio_blocks(era, bio, &first, &last);
-		r = era_md_mark(era->md, first, last);
+		r = era_md_mark_on_disk(era->md, first, last);
 		if (r < 0)
 			return metadata_failed(era, "marking a written block", r);
+		need_commit |= r;
 	}
-	return era_md_marks_pending(era->md) ? commit_metadata(era) : 0;
+
+	if (need_commit) {
+		r = commit_metadata(era);
+		if (r)
+			return r;
+	}
+
+	bio_list_for_each(bio, bios) {
+		bio_blocks(era, bio, &first, &last);
+		era_md_mark_in_core(era->md, first, last);
+	}
+	return 0;
 }
 
 /* One bounded step of digesting archived writesets; true when there is more to do. */
@@ -241,34 +241,6 @@ static void issue_bios(struct bio_list *bios, int r)
 	blk_finish_plug(&plug);
 }
 
-static void do_issue(struct work_struct *work)
-{
-	struct era *era = container_of(work, struct era, issuer);
-	struct bio_list bios;
-
-	bio_list_init(&bios);
-	spin_lock(&era->lock);
-	bio_list_merge(&bios, &era->ready);
-	bio_list_init(&era->ready);
-	spin_unlock(&era->lock);
-	issue_bios(&bios, 0);
-}
-
-/* Hands marked writes to the issuer, which runs whether or not the worker is stopped. */
-static void issue_elsewhere(struct era *era, struct bio_list *bios)
-{
-	int here = raw_smp_processor_id(), cpu = READ_ONCE(era->submit_cpu);
-
-	spin_lock(&era->lock);
-	bio_list_merge(&era->ready, bios);
-	spin_unlock(&era->lock);
-	if (cpu == here || !cpu_online(cpu))
-		cpu = cpumask_any_but(cpu_online_mask, here);
-	if (cpu >= nr_cpu_ids)
-		cpu = here;
-	queue_work_on(cpu, era->io_wq, &era->issuer);
-}
-
 static void do_worker(struct work_struct *work)
 {
 	struct era *era = container_of(work, struct era, worker);
@@ -288,10 +260,7 @@ static void do_worker(struct work_struct *work)
 	more_digest = digest_some(era);
 	mutex_unlock(&era->md_lock);
 
-	if (r)
-		issue_bios(&bios, r);
-	else if (!bio_list_empty(&bios))
-		issue_elsewhere(era, &bios);
+	issue_bios(&bios, r);
 	if (more_digest)
 		wake_worker(era);
 }
@@ -300,7 +269,6 @@ static void defer_bio(struct era *era, struct bio *bio)
 {
 	spin_lock(&era->lock);
 	bio_list_add(&era->deferred, bio);
-	era->submit_cpu = raw_smp_processor_id();
 	spin_unlock(&era->lock);
 	wake_worker(era);
 }
@@ -379,8 +347,6 @@ static void init_era(struct era *era, struct dm_target *ti)
 	bio_list_init(&era->deferred);
 	era->suspended = true;	/* until the first resume */
 	INIT_WORK(&era->worker, do_worker);
-	INIT_WORK(&era->issuer, do_issue);
-	bio_list_init(&era->ready);
 }
 
 static int dmkit_era_ctr(struct dm_target *ti, unsigned int argc, char **argv)
@@ -430,12 +396,6 @@ static int dmkit_era_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		r = -ENOMEM;
 		goto bad_args;
 	}
-	era->io_wq = alloc_workqueue("dmkit-era-io", WQ_MEM_RECLAIM | WQ_HIGHPRI, 1);
-	if (!era->io_wq) {
-		ti->error = "Cannot allocate the workqueue";
-		r = -ENOMEM;
-		goto bad_io_wq;
-	}
 
 	r = open_metadata(era, true, &md_error);
 	if (r) {
@@ -450,8 +410,6 @@ static int dmkit_era_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	return 0;
 
 bad_metadata:
-	destroy_workqueue(era->io_wq);
-bad_io_wq:
 	destroy_workqueue(era->wq);
 bad_args:
 	dm_put_device(ti, era->origin_dev);
@@ -469,7 +427,6 @@ static void dmkit_era_dtr(struct dm_target *ti)
 	/* Normally stopped by postsuspend already; a table that never went live was never started. */
 	stop_worker(era);
 	destroy_workqueue(era->wq);
-	destroy_workqueue(era->io_wq);
 	if (era->md)
 		era_md_close(era->md);	/* frees both in-core bitmaps too (era fix 4) */
 	dm_put_device(ti, era->origin_dev);
