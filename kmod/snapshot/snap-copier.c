@@ -30,7 +30,6 @@ struct sc_copy {
 	struct dm_io_region to[DM_KCOPYD_MAX_REGIONS];
 	unsigned int nr;
 	struct page_list *pages;
-	unsigned int nr_pages;
 	int read_err;
 	unsigned long write_err;
 	dm_kcopyd_notify_fn done;
@@ -194,7 +193,6 @@ bool snap_copier_copy(const struct dm_io_region *from, unsigned int nr, const st
 	c->from = *from;
 	memcpy(c->to, to, nr * sizeof(*to));
 	c->nr = nr;
-	c->nr_pages = nr_pages;
 	c->read_err = 0;
 	c->write_err = 0;
 	c->done = done;

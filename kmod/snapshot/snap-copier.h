@@ -27,7 +27,11 @@ void snap_copier_exit(void);
 bool snap_copier_copy(const struct dm_io_region *from, unsigned int nr, const struct dm_io_region *to,
 		      dm_kcopyd_notify_fn done, void *context);
 
-/* Waits until every copy queued so far has ended and its @done has returned. May sleep. */
+/*
+ * Waits until a @done running now has returned (callbacks run only in the engine's work item). It
+ * does not wait for copies whose I/O is still in flight: the caller first waits for its own copies to
+ * end. May sleep.
+ */
 void snap_copier_flush(void);
 
 #endif

@@ -453,10 +453,10 @@ static void commit_copied(struct snap *s);
 
 /*
  * The copy into the snapshots of copy->pes ended. Called in process context outside a bio submission
- * (the copy engine's or kcopyd's worker), each snapshot whose batch is complete commits right here: that spares a wake-up of
- * its commit worker per batch (measured: fewer wake-ups beat running the commits of several snapshots
- * side by side on their workers), and while the commits run the copier gathers the next batch. Otherwise the
- * snapshot's worker commits.
+ * (the copy engine's or kcopyd's worker), each snapshot whose batch is complete commits right here:
+ * that spares a wake-up of its commit worker per batch (measured: fewer wake-ups beat running the
+ * commits of several snapshots side by side on their workers), and while the commits run the copier
+ * gathers the next batch. Otherwise the snapshot's worker commits.
  */
 static void copies_ended(struct snap_copy *copy, int read_err, unsigned long write_err, bool may_commit)
 {
