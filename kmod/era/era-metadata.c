@@ -100,6 +100,17 @@ struct era_digest {
 	struct dm_disk_bitset bitset;	/* its own word cache, reset for every writeset */
 };
 
+/* Words a word set lists; beyond this many, it is walked by scanning its bitmap instead. */
+#define ERA_WORD_LIST 256
+#define ERA_TOUCHED_MAX 8
+
+/* A set of 64-bit bitset words: a bitmap with a bit per word, and a list of them while it fits. */
+struct era_word_set {
+	unsigned long *bits;
+	u32 nr;
+	u32 list[ERA_WORD_LIST];
+};
+
 struct era_md {
 	struct block_device *bdev;
 	struct dmkit_md_guard *guard;	/* shared with every table on this metadata device */
@@ -123,6 +134,28 @@ struct era_md {
 	struct era_writeset sets[2];
 	struct era_writeset __rcu *current_set;
 	u32 bitmap_bits;
+
+	/*
+	 * Marks of the current writeset (allocated with the in-core writesets): @marked holds every block
+	 * set in its on-disk bitset, committed or not. @dirty holds the words that gained blocks since
+	 * the last commit, @unwritten those of them whose latest blocks are not in the on-disk bitset
+	 * yet. A commit writes each such word once, however many of its blocks were marked, and only once
+	 * the transaction is durable copies the dirty words into the in-core bitmap that lets writes
+	 * through.
+	 */
+	unsigned long *marked;
+	struct era_word_set dirty;
+	struct era_word_set unwritten;
+
+	/*
+	 * Array blocks of the current writeset's bitset that this transaction has written (shadowed):
+	 * more words in them can still join the transaction after its pre-commit, without allocating.
+	 * @nr_touched above ERA_TOUCHED_MAX means more than could be listed. @joining is set while the
+	 * target may add such marks (era_md_mark_joining()).
+	 */
+	u32 touched[ERA_TOUCHED_MAX];
+	u32 nr_touched;
+	bool joining;
 
 	bool digest_wanted;	/* the writeset tree may hold writesets to digest */
 	struct era_digest digest;
@@ -150,9 +183,15 @@ struct era_md {
 #define ERA_MD_SPINE_BLOCKS 8
 
 /* Array blocks (plus their btree's index nodes) that hold @entries entries of @size bytes. */
+/* Values of @size bytes in one array block (after its header: checksum, three counts, block number). */
+static u32 array_entries_per_block(struct era_md *md, size_t size)
+{
+	return (dm_bm_block_size(md->bm) - 4 * sizeof(__le32) - sizeof(__le64)) / size;
+}
+
 static dm_block_t array_blocks(struct era_md *md, u64 entries, size_t size)
 {
-	size_t per_block = (dm_bm_block_size(md->bm) - 3 * sizeof(__le32) - sizeof(__le64)) / size;
+	u32 per_block = array_entries_per_block(md, size);
 	dm_block_t blocks = div_u64(entries + per_block - 1, per_block);
 
 	/* An index node holds well over 100 entries. */
@@ -273,6 +312,57 @@ static unsigned long *alloc_bitmap(u32 nr_bits)
 	return kvcalloc(BITS_TO_LONGS(max_t(u32, nr_bits, 1)), sizeof(unsigned long), GFP_KERNEL);
 }
 
+/*----------------------------------------------------------------
+ * Word sets
+ *--------------------------------------------------------------*/
+
+static void word_set_free(struct era_word_set *set)
+{
+	kvfree(set->bits);
+	set->bits = NULL;
+	set->nr = 0;
+}
+
+static void word_set_add(struct era_word_set *set, u32 w)
+{
+	if (__test_and_set_bit(w, set->bits))
+		return;
+	if (set->nr < ERA_WORD_LIST)
+		set->list[set->nr] = w;
+	set->nr++;
+}
+
+/*
+ * Calls @fn for each word of @set, emptying it as it goes; stops at the first error, leaving the
+ * words not done yet in the set.
+ */
+static int word_set_drain(struct era_md *md, struct era_word_set *set, u32 nr_words,
+			  int (*fn)(struct era_md *md, u32 w))
+{
+	u32 w;
+	int r;
+
+	if (set->nr <= ERA_WORD_LIST) {
+		while (set->nr) {
+			w = set->list[set->nr - 1];
+			r = fn(md, w);
+			if (r)
+				return r;
+			__clear_bit(w, set->bits);
+			set->nr--;
+		}
+		return 0;
+	}
+	for_each_set_bit(w, set->bits, nr_words) {
+		r = fn(md, w);
+		if (r)
+			return r;
+		__clear_bit(w, set->bits);
+	}
+	set->nr = 0;
+	return 0;
+}
+
 static void free_bitmaps(struct era_md *md)
 {
 	unsigned int i;
@@ -281,7 +371,44 @@ static void free_bitmaps(struct era_md *md)
 		kvfree(md->sets[i].bits);
 		md->sets[i].bits = NULL;
 	}
+	kvfree(md->marked);
+	md->marked = NULL;
+	word_set_free(&md->dirty);
+	word_set_free(&md->unwritten);
+	md->nr_touched = 0;
 	md->bitmap_bits = 0;
+}
+
+/*----------------------------------------------------------------
+ * Bitset words: word w of a writeset holds blocks 64w to 64w + 63, block 64w + i in bit i
+ *--------------------------------------------------------------*/
+
+#define ERA_WORD_BITS 64
+#define ERA_LONGS_PER_WORD (ERA_WORD_BITS / BITS_PER_LONG)
+
+static u32 nr_words(u32 nr_bits)
+{
+	return DIV_ROUND_UP(nr_bits, ERA_WORD_BITS);
+}
+
+/* Word @w of an in-core bitmap of @nr_bits bits, as the on-disk bitset stores it. */
+static __le64 disk_word(const unsigned long *bits, u32 nr_bits, u32 w)
+{
+	u64 value = 0;
+	u32 i, first = w * ERA_LONGS_PER_WORD, end = min_t(u32, first + ERA_LONGS_PER_WORD, BITS_TO_LONGS(nr_bits));
+
+	for (i = first; i < end; i++)
+		value |= (u64)bits[i] << ((i - first) * BITS_PER_LONG);
+	return cpu_to_le64(value);
+}
+
+/* Sets the blocks of word @w of @from in @to; the I/O path may be testing @to meanwhile. */
+static void or_word(unsigned long *to, const unsigned long *from, u32 nr_bits, u32 w)
+{
+	u32 i, first = w * ERA_LONGS_PER_WORD, end = min_t(u32, first + ERA_LONGS_PER_WORD, BITS_TO_LONGS(nr_bits));
+
+	for (i = first; i < end; i++)
+		WRITE_ONCE(to[i], to[i] | from[i]);
 }
 
 static bool in_core_covers(struct era_md *md, struct era_writeset *ws, u32 last)
@@ -372,13 +499,85 @@ static int write_superblock(struct era_md *md, bool publish)
 	return r;
 }
 
+/* The bitset's array block holding word @w. */
+static u32 word_ablock(struct era_md *md, u32 w)
+{
+	return w / array_entries_per_block(md, sizeof(__le64));
+}
+
+static bool ablock_touched(struct era_md *md, u32 ablock)
+{
+	u32 i;
+
+	for (i = 0; i < md->nr_touched && i < ERA_TOUCHED_MAX; i++)
+		if (md->touched[i] == ablock)
+			return true;
+	return false;
+}
+
+static void note_touched(struct era_md *md, u32 w)
+{
+	u32 ablock = word_ablock(md, w);
+
+	if (ablock_touched(md, ablock) || md->nr_touched > ERA_TOUCHED_MAX)
+		return;
+	if (md->nr_touched < ERA_TOUCHED_MAX)
+		md->touched[md->nr_touched] = ablock;
+	md->nr_touched++;
+}
+
+static int write_word(struct era_md *md, u32 w)
+{
+	struct era_writeset *ws = current_writeset(md);
+	__le64 value = disk_word(md->marked, md->bitmap_bits, w);
+	int r;
+
+	__dm_bless_for_disk(&value);
+	r = dm_array_set_value(&md->current_bitset.array_info, ws->root, w, &value, &ws->root);
+	if (!r)
+		note_touched(md, w);
+	else
+		DMERR("marking blocks %u-%u in era %u failed: %d", w * ERA_WORD_BITS,
+		      min(w * ERA_WORD_BITS + ERA_WORD_BITS, md->bitmap_bits) - 1, md->era, r);
+	return r;
+}
+
+/* Writes the words that gained blocks since they were last written into the on-disk bitset. */
+static int write_marks(struct era_md *md)
+{
+	return word_set_drain(md, &md->unwritten, nr_words(md->bitmap_bits), write_word);
+}
+
+int era_md_write_marks(struct era_md *md)
+{
+	return current_writeset(md)->root == ERA_NONE ? 0 : write_marks(md);
+}
+
+static int publish_word(struct era_md *md, u32 w)
+{
+	struct era_writeset *ws = current_writeset(md);
+
+	if (ws->bits)
+		or_word(ws->bits, md->marked, md->bitmap_bits, w);
+	return 0;
+}
+
+/* After the commit that made the dirty words durable: writes to their blocks may pass from now on. */
+static void publish_marks(struct era_md *md)
+{
+	word_set_drain(md, &md->dirty, nr_words(md->bitmap_bits), publish_word);
+	md->nr_touched = 0;
+}
+
 int era_md_pre_commit(struct era_md *md)
 {
 	struct era_writeset *ws = current_writeset(md);
 	int r;
 
 	if (ws->root != ERA_NONE) {
-		r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
+		r = write_marks(md);
+		if (!r)
+			r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
 		if (r) {
 			DMERR("flushing the current writeset failed: %d", r);
 			return r;
@@ -391,12 +590,48 @@ int era_md_pre_commit(struct era_md *md)
 	return r;
 }
 
+/*
+ * Between the pre-commit and the superblock: marks the target adds now (era_md_mark_joining()) are
+ * all in array blocks this transaction has shadowed already, so writing them allocates nothing, and
+ * the space map committed by the pre-commit stays exact. They are written and flushed before the
+ * superblock, like the rest of the transaction.
+ */
+static int join_late(struct era_md *md, era_md_join_fn join, void *context)
+{
+	dm_block_t free_before, free_after;
+	int r;
+
+	r = dm_sm_get_nr_free(md->sm, &free_before);
+	if (r)
+		return r;
+	md->joining = true;
+	r = join(context);
+	md->joining = false;
+	if (r < 0 || !md->unwritten.nr)
+		return r;
+
+	r = write_marks(md);
+	if (!r)
+		r = dm_sm_get_nr_free(md->sm, &free_after);
+	if (!r && free_after != free_before) {
+		DMERR("late marks of era %u allocated metadata blocks after the space map commit", md->era);
+		r = -EIO;
+	}
+	if (!r)
+		r = dm_bm_flush(md->bm);
+	if (r)
+		DMERR("writing the late marks of era %u failed: %d", md->era, r);
+	return r;
+}
+
 /* Called with the device's guard held. */
-static int commit_guarded(struct era_md *md)
+static int commit_guarded(struct era_md *md, era_md_join_fn join, void *context)
 {
 	int r;
 
 	r = era_md_pre_commit(md);
+	if (!r && join && current_writeset(md)->root != ERA_NONE)
+		r = join_late(md, join, context);
 	/*
 	 * Fix (c): a transaction is atomic only if the superblock reaches the disk after every block it
 	 * points at. After a failed flush some of them may not be there, so the old superblock must stay,
@@ -407,16 +642,24 @@ static int commit_guarded(struct era_md *md)
 			write_superblock(md, false);
 		return r;
 	}
-	return write_superblock(md, true);
+	r = write_superblock(md, true);
+	if (!r)
+		publish_marks(md);
+	return r;
+}
+
+int era_md_commit_joining(struct era_md *md, era_md_join_fn join, void *context)
+{
+	unsigned int noio = dmkit_md_guard_lock(md->guard);
+	int r = commit_guarded(md, join, context);
+
+	dmkit_md_guard_unlock(md->guard, noio);
+	return r;
 }
 
 int era_md_commit(struct era_md *md)
 {
-	unsigned int noio = dmkit_md_guard_lock(md->guard);
-	int r = commit_guarded(md);
-
-	dmkit_md_guard_unlock(md->guard, noio);
-	return r;
+	return era_md_commit_joining(md, NULL, NULL);
 }
 
 /*----------------------------------------------------------------
@@ -446,7 +689,7 @@ static int format_metadata(struct era_md *md)
 	if (!r)
 		r = dm_array_empty(&md->era_array, &md->era_array_root);
 	if (!r)
-		r = commit_guarded(md);
+		r = commit_guarded(md, NULL, NULL);
 	if (r) {
 		DMERR("formatting the metadata failed: %d", r);
 		destroy_tm(md);
@@ -583,15 +826,22 @@ u32 era_md_nr_blocks(struct era_md *md)
 
 bool era_md_sized_for(struct era_md *md, u32 nr_blocks)
 {
-	return md->sets[0].bits && md->bitmap_bits == nr_blocks && md->nr_blocks == nr_blocks;
+	return md->marked && md->bitmap_bits == nr_blocks && md->nr_blocks == nr_blocks;
 }
 
 int era_md_resize(struct era_md *md, u32 nr_blocks)
 {
 	unsigned long *fresh[ARRAY_SIZE(md->sets)] = { NULL };
+	unsigned long *marked = NULL, *dirty = NULL, *unwritten = NULL;
 	__le32 never_written = cpu_to_le32(0);
 	unsigned int i;
 	int r;
+
+	/* The in-core marks are sized for the current writeset; none may wait for a commit here. */
+	if (md->dirty.nr) {
+		DMERR("resizing with %u bitset words of era %u not committed", md->dirty.nr, md->era);
+		return -EBUSY;
+	}
 
 	if (nr_blocks > ERA_MD_MAX_BLOCKS) {
 		DMERR("%u origin blocks are too many (at most %llu)", nr_blocks, ERA_MD_MAX_BLOCKS);
@@ -613,6 +863,13 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 			goto bad;
 		}
 	}
+	marked = alloc_bitmap(nr_blocks);
+	dirty = alloc_bitmap(nr_words(nr_blocks));
+	unwritten = alloc_bitmap(nr_words(nr_blocks));
+	if (!marked || !dirty || !unwritten) {
+		r = -ENOMEM;
+		goto bad;
+	}
 
 	if (nr_blocks != md->nr_blocks) {
 		__dm_bless_for_disk(&never_written);
@@ -626,15 +883,25 @@ int era_md_resize(struct era_md *md, u32 nr_blocks)
 		md->nr_blocks = nr_blocks;
 	}
 
+	/*
+	 * Only a rollover follows (the next era starts from empty bitmaps), so the fresh bitmaps need not
+	 * hold the current writeset's blocks: no write is marked in it any more.
+	 */
 	free_bitmaps(md);
 	for (i = 0; i < ARRAY_SIZE(fresh); i++)
 		md->sets[i].bits = fresh[i];
+	md->marked = marked;
+	md->dirty.bits = dirty;
+	md->unwritten.bits = unwritten;
 	md->bitmap_bits = nr_blocks;
 	return 0;
 
 bad:
 	for (i = 0; i < ARRAY_SIZE(fresh); i++)
 		kvfree(fresh[i]);
+	kvfree(marked);
+	kvfree(dirty);
+	kvfree(unwritten);
 	return r;
 }
 
@@ -655,7 +922,9 @@ int era_md_archive(struct era_md *md)
 	r = space_for(md, 2 * ERA_MD_SPINE_BLOCKS, "archiving an era");
 	if (r)
 		return r;
-	r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
+	r = write_marks(md);
+	if (!r)
+		r = dm_bitset_flush(&md->current_bitset, ws->root, &ws->root);
 	if (r) {
 		DMERR("flushing the writeset of era %u failed: %d", md->era, r);
 		return r;
@@ -696,6 +965,9 @@ static int start_next_era(struct era_md *md)
 
 	if (next->bits)
 		bitmap_zero(next->bits, md->bitmap_bits);
+	if (md->marked)
+		bitmap_zero(md->marked, md->bitmap_bits);
+	md->nr_touched = 0;	/* the next era's bitset is another array */
 	next->nr_bits = md->nr_blocks;
 	next->root = root;
 
@@ -738,45 +1010,54 @@ bool era_md_range_marked(struct era_md *md, u32 first, u32 last)
 	return marked;
 }
 
-int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last)
+int era_md_mark(struct era_md *md, u32 first, u32 last)
 {
 	struct era_writeset *ws = current_writeset(md);
-	bool in_core = in_core_covers(md, ws, last);
-	bool changed = false;
 	u32 b;
 	int r;
 
-	if (ws->root == ERA_NONE || last >= ws->nr_bits) {
+	if (ws->root == ERA_NONE || last >= ws->nr_bits || !md->marked || last >= md->bitmap_bits) {
 		DMERR("no writeset covers blocks %u-%u in era %u", first, last, md->era);
 		return -EINVAL;
 	}
-	r = space_for(md, array_blocks(md, (last >> 6) - (first >> 6) + 1, sizeof(__le64)) + ERA_MD_SPINE_BLOCKS,
-		      "marking written blocks");
+	if (find_next_zero_bit(md->marked, last + 1, first) > last)
+		return 0;
+	r = space_for(md, array_blocks(md, last / ERA_WORD_BITS - first / ERA_WORD_BITS + 1, sizeof(__le64)) +
+		      ERA_MD_SPINE_BLOCKS, "marking written blocks");
 	if (r)
 		return r;
 
 	for (b = first; b <= last; b++) {
-		if (in_core && test_bit(b, ws->bits))
+		if (__test_and_set_bit(b, md->marked))
 			continue;
-		r = dm_bitset_set_bit(&md->current_bitset, ws->root, b, &ws->root);
-		if (r) {
-			DMERR("marking block %u in era %u failed: %d", b, md->era, r);
-			return r;
-		}
-		changed = true;
+		word_set_add(&md->dirty, b / ERA_WORD_BITS);
+		word_set_add(&md->unwritten, b / ERA_WORD_BITS);
 	}
-	return changed;
+	return 0;
 }
 
-void era_md_mark_in_core(struct era_md *md, u32 first, u32 last)
+int era_md_mark_joining(struct era_md *md, u32 first, u32 last)
 {
-	struct era_writeset *ws = current_writeset(md);
-	u32 b;
+	u32 w, b;
 
-	if (!in_core_covers(md, ws, last))
-		return;
-	for (b = first; b <= last; b++)
-		set_bit(b, ws->bits);
+	if (WARN_ON_ONCE(!md->joining))
+		return -EINVAL;
+	if (last >= md->bitmap_bits || last >= current_writeset(md)->nr_bits)
+		return 0;	/* era_md_mark() says why, in the next batch */
+	for (b = first; b <= last; b = (w + 1) * ERA_WORD_BITS) {
+		b = find_next_zero_bit(md->marked, last + 1, b);
+		if (b > last)
+			break;
+		w = b / ERA_WORD_BITS;
+		if (!ablock_touched(md, word_ablock(md, w)))
+			return 0;
+	}
+	return era_md_mark(md, first, last) ?: 1;
+}
+
+bool era_md_marks_pending(struct era_md *md)
+{
+	return md->dirty.nr;
 }
 
 /*----------------------------------------------------------------

@@ -46,6 +46,17 @@ int era_md_pre_commit(struct era_md *md);
 int era_md_commit(struct era_md *md);
 
 /*
+ * A commit that lets more writes join after its pre-commit: @join runs between the pre-commit and the
+ * superblock and may call era_md_mark_joining(), which marks a range and returns 1 when that costs no
+ * new metadata block (its words are in bitset blocks this transaction wrote already), and otherwise
+ * marks nothing and returns 0 (the write waits for the next commit). @join returns 0 or an error,
+ * which fails the commit.
+ */
+typedef int (*era_md_join_fn)(void *context);
+int era_md_commit_joining(struct era_md *md, era_md_join_fn join, void *context);
+int era_md_mark_joining(struct era_md *md, u32 first, u32 last);
+
+/*
  * Size of the origin in blocks. era_md_resize() reallocates both in-core bitmaps and resizes the era
  * array; call it only while the target is suspended (preresume).
  */
@@ -61,14 +72,16 @@ int era_md_archive(struct era_md *md);
 int era_md_rollover(struct era_md *md);
 
 /*
- * Marking writes. era_md_range_marked() tests the in-core bitmap of the current writeset (I/O path).
- * era_md_mark_on_disk() sets the on-disk bits and returns 1 when a commit is needed, 0 when every block
- * was already marked in core; era_md_mark_in_core() must only follow the commit that made those
- * on-disk bits durable.
+ * Marking writes. era_md_range_marked() tests the in-core bitmap of the current writeset (I/O path):
+ * a block set there is durably marked on disk. era_md_mark() records blocks for the next commit;
+ * era_md_marks_pending() says whether some wait for it. The commit writes them into the on-disk
+ * writeset and, only once the transaction is durable, sets them in core. era_md_write_marks() writes
+ * those recorded so far ahead of the commit, so that marks recorded after it still join the commit.
  */
 bool era_md_range_marked(struct era_md *md, u32 first, u32 last);
-int era_md_mark_on_disk(struct era_md *md, u32 first, u32 last);
-void era_md_mark_in_core(struct era_md *md, u32 first, u32 last);
+int era_md_mark(struct era_md *md, u32 first, u32 last);
+bool era_md_marks_pending(struct era_md *md);
+int era_md_write_marks(struct era_md *md);
 
 /*
  * Digesting archived writesets into the era array, a bounded amount per call. era_md_digest_step()

@@ -11,9 +11,11 @@
  *           take_metadata_snap   roll the era over and keep a copy of the metadata for userspace
  *           drop_metadata_snap   release that copy
  *
- * I/O: every bio goes to the origin. A write to a block not yet marked in the current era's in-core
- * writeset waits for the worker, which marks it on disk, commits, and only then marks it in core and
- * submits the write. Between bios the worker digests archived writesets into the era array.
+ * I/O: every bio goes to the origin, whole (a bio may span blocks). A write to a block not yet marked
+ * in the current era's in-core writeset waits for the worker, which marks the blocks of all waiting
+ * writes on disk (each changed bitset word written once), lets writes deferred during the commit join
+ * it, and only once the commit is durable marks them in core and submits the writes. Between bios the
+ * worker digests archived writesets into the era array.
  *
  * Lifecycle: the ctr opens (or formats) the metadata to validate it, but the previous table of the
  * device may still be live and committing, so the metadata is read again at this instance's first
@@ -173,40 +175,100 @@ static void bio_blocks(struct era *era, struct bio *bio, u32 *first, u32 *last)
 	*last = sector_to_block(era, start + bio_sectors(bio) - 1);
 }
 
-/*
- * Marks the blocks of the deferred bios in the on-disk writeset and commits; only then marks them in
- * core. A bit in core lets later writes to the block through without waiting, so it must never claim
- * more than is durable (era fix 2).
- */
-static int mark_bios(struct era *era, struct bio_list *bios)
+static void take_deferred(struct era *era, struct bio_list *bios)
 {
-	bool need_commit = false;
+	spin_lock(&era->lock);
+	bio_list_merge(bios, &era->deferred);
+	bio_list_init(&era->deferred);
+	spin_unlock(&era->lock);
+}
+
+/* Records the blocks of @bios for the next commit. */
+static int record_marks(struct era *era, struct bio_list *bios)
+{
 	struct bio *bio;
 	u32 first, last;
 	int r;
 
-	if (!metadata_writable(era))
-		return -EIO;
-
 	bio_list_for_each(bio, bios) {
 		bio_blocks(era, bio, &first, &last);
-		r = era_md_mark_on_disk(era->md, first, last);
+		r = era_md_mark(era->md, first, last);
 		if (r < 0)
 			return metadata_failed(era, "marking a written block", r);
-		need_commit |= r;
-	}
-
-	if (need_commit) {
-		r = commit_metadata(era);
-		if (r)
-			return r;
-	}
-
-	bio_list_for_each(bio, bios) {
-		bio_blocks(era, bio, &first, &last);
-		era_md_mark_in_core(era->md, first, last);
 	}
 	return 0;
+}
+
+struct join_batch {
+	struct era *era;
+	struct bio_list *bios;
+};
+
+/*
+ * Runs between the commit's pre-commit and its superblock: writes deferred meanwhile join the batch
+ * when their marks cost no new metadata block; the others go back, ahead of any deferred later.
+ */
+static int join_deferred(void *context)
+{
+	struct join_batch *batch = context;
+	struct era *era = batch->era;
+	struct bio_list late, later;
+	struct bio *bio;
+	u32 first, last;
+	int r = 0;
+
+	bio_list_init(&late);
+	bio_list_init(&later);
+	take_deferred(era, &late);
+	while ((bio = bio_list_pop(&late))) {
+		bio_blocks(era, bio, &first, &last);
+		if (r >= 0)
+			r = era_md_mark_joining(era->md, first, last);
+		if (r > 0)
+			bio_list_add(batch->bios, bio);
+		else
+			bio_list_add(&later, bio);
+	}
+	spin_lock(&era->lock);
+	bio_list_merge_head(&era->deferred, &later);
+	spin_unlock(&era->lock);
+	return min(r, 0);
+}
+
+/*
+ * Marks the blocks of the deferred bios on disk and commits, once for the whole batch; the commit sets
+ * them in core only once it is durable. A bit in core lets later writes to the block through without
+ * waiting, so it must never claim more than is durable (era fix 2).
+ *
+ * A commit takes long against the time a writer needs to send its next write, so writes deferred while
+ * it runs join it where that is cheap: after the first marks are in the on-disk bitset (shadowing its
+ * blocks is a good part of a commit), and again after the pre-commit (era_md_commit_joining()).
+ * Without that the writes would split into two groups taking turns, each waiting out the other's commit.
+ */
+static int mark_bios(struct era *era, struct bio_list *bios)
+{
+	struct join_batch batch = { era, bios };
+	struct bio_list late;
+	int r;
+
+	if (!metadata_writable(era))
+		return -EIO;
+	r = record_marks(era, bios);
+	if (r || !era_md_marks_pending(era->md))
+		return r;
+
+	r = era_md_write_marks(era->md);
+	if (r)
+		return metadata_failed(era, "marking a written block", r);
+	bio_list_init(&late);
+	take_deferred(era, &late);
+	r = record_marks(era, &late);
+	bio_list_merge(bios, &late);
+	if (r)
+		return r;
+
+	r = era_md_commit_joining(era->md, join_deferred, &batch);
+	return r ? metadata_failed(era, "metadata commit", r) : 0;
 }
 
 /* One bounded step of digesting archived writesets; true when there is more to do. */
@@ -249,10 +311,7 @@ static void do_worker(struct work_struct *work)
 	int r = 0;
 
 	bio_list_init(&bios);
-	spin_lock(&era->lock);
-	bio_list_merge(&bios, &era->deferred);
-	bio_list_init(&era->deferred);
-	spin_unlock(&era->lock);
+	take_deferred(era, &bios);
 
 	mutex_lock(&era->md_lock);
 	if (!bio_list_empty(&bios))
@@ -384,9 +443,6 @@ static int dmkit_era_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r)
 		goto bad_args;
 	r = size_from_table(era, &ti->error);
-	if (r)
-		goto bad_args;
-	r = dm_set_target_max_io_len(ti, era->block_sectors);
 	if (r)
 		goto bad_args;
 

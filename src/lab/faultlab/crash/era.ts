@@ -25,6 +25,7 @@
  * bytes at its place. A snapshot the crash left held is dropped first, as an operator would
  * (`dmkit era metadata-snap NAME drop`).
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -68,7 +69,7 @@ export interface CrashCounts {
  */
 const INTREE_FORMAT_NOT_ATOMIC = 'in-tree era: a crash while formatting leaves a superblock over unwritten blocks';
 
-type Op = { kind: 'write'; blocks: number[]; fsync: boolean } | { kind: 'checkpoint' } | { kind: 'snap' } | { kind: 'drop' } | { kind: 'cycle' };
+type Op = { kind: 'write'; blocks: number[]; fsync: boolean; concurrent: boolean } | { kind: 'checkpoint' } | { kind: 'snap' } | { kind: 'drop' } | { kind: 'cycle' };
 
 function workload(seed: number, ops: number, nrBlocks: number): Op[] {
   const rand = prng(seed);
@@ -77,11 +78,14 @@ function workload(seed: number, ops: number, nrBlocks: number): Op[] {
   for (let i = 0; i < ops; i++) {
     const r = rand();
     if (r < 0.6) {
-      const n = 1 + Math.floor(rand() * 5);
+      // Half the writes go one after the other, half at once (several in flight, so that dmkit-era
+      // batches them and lets those arriving during a commit join it).
+      const concurrent = rand() < 0.5;
+      const n = concurrent ? 4 + Math.floor(rand() * 9) : 1 + Math.floor(rand() * 5);
       const blocks = new Set<number>();
       // Mostly fresh blocks (each needs a commit first), sometimes one already marked in this era.
       while (blocks.size < n) blocks.add(Math.floor(rand() * nrBlocks));
-      out.push({ kind: 'write', blocks: [...blocks], fsync: rand() < 0.4 });
+      out.push({ kind: 'write', blocks: [...blocks], fsync: rand() < 0.4, concurrent });
     } else if (r < 0.75) out.push({ kind: 'checkpoint' });
     else if (r < 0.85) {
       out.push(snap ? { kind: 'drop' } : { kind: 'snap' });
@@ -89,6 +93,24 @@ function workload(seed: number, ops: number, nrBlocks: number): Op[] {
     } else out.push({ kind: 'cycle' });
   }
   return out;
+}
+
+/**
+ * Writes one era block at each of `blocks` with up to 16 writes in flight (fio, libaio, O_DIRECT; fio's
+ * data is random, so never all zeroes), and flushes at the end when `fsync` is set.
+ */
+function writeAtOnce(dev: string, blocks: readonly number[], fsync: boolean): void {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmkit-lab-era-'));
+  try {
+    const log = path.join(dir, 'writes.log');
+    const lines = ['fio version 2 iolog', `${dev} add`, `${dev} open`, ...blocks.map((b) => `${dev} write ${b * BLOCK} ${BLOCK}`), `${dev} close`, ''];
+    fs.writeFileSync(log, lines.join('\n'));
+    // Paced (one write every 0.25 ms), so that writes also arrive while a commit is under way.
+    execFileSync('fio', ['--name=burst', `--read_iolog=${log}`, '--replay_no_stall=1', '--ioengine=libaio', '--iodepth=16', '--direct=1', '--rate_iops=4000',
+      ...(fsync ? ['--end_fsync=1'] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** The contract on one crash image, in user space; returns what is wrong (empty when it holds). */
@@ -200,12 +222,13 @@ export async function eraCrashWorkload(ctx: LabContext, dm: DeviceMapper, type: 
     for (const [i, op] of ops.entries()) {
       await dm.message({ name: 'lab-lw' }, undefined, `mark op-${i}-${op.kind}`);
       switch (op.kind) {
-        case 'write':
-          for (const b of op.blocks) {
-            const stampSeed = (seed ^ (i << 8) ^ b) >>> 0 || 1;
-            writeDirect(era, BigInt(b * BLOCK), patternBuffer(stampSeed, sectors(BigInt((META + b * BLOCK) / 512)), BLOCK / 512), { fsync: op.fsync });
-          }
+        case 'write': {
+          const stamp = (b: number): Buffer =>
+            patternBuffer((seed ^ (i << 8) ^ b) >>> 0 || 1, sectors(BigInt((META + b * BLOCK) / 512)), BLOCK / 512);
+          if (op.concurrent) writeAtOnce(era, op.blocks, op.fsync);
+          else for (const b of op.blocks) writeDirect(era, BigInt(b * BLOCK), stamp(b), { fsync: op.fsync });
           break;
+        }
         case 'checkpoint':
           await dm.message({ name: 'lab-era' }, undefined, 'checkpoint');
           break;
