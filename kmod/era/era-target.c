@@ -116,11 +116,22 @@ static int commit_metadata(struct era *era)
  * Worker
  *--------------------------------------------------------------*/
 
+/*
+ * The worker runs on another CPU than the one waking it, which is usually the writer's: a commit then
+ * overlaps with the writer sending more writes, which join it.
+ */
+static int worker_cpu(void)
+{
+	int here = raw_smp_processor_id(), cpu = cpumask_any_but(cpu_online_mask, here);
+
+	return cpu < nr_cpu_ids ? cpu : here;
+}
+
 static void wake_worker(struct era *era)
 {
 	spin_lock(&era->lock);
 	if (!era->suspended)
-		queue_work(era->wq, &era->worker);
+		queue_work_on(worker_cpu(), era->wq, &era->worker);
 	spin_unlock(&era->lock);
 }
 
@@ -446,7 +457,7 @@ static int dmkit_era_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r)
 		goto bad_args;
 
-	era->wq = alloc_ordered_workqueue("dmkit-era", WQ_MEM_RECLAIM);
+	era->wq = alloc_workqueue("dmkit-era", WQ_MEM_RECLAIM, 1);
 	if (!era->wq) {
 		ti->error = "Cannot allocate the workqueue";
 		r = -ENOMEM;
