@@ -118,12 +118,15 @@ static int commit_metadata(struct era *era)
 
 /*
  * The worker runs on another CPU than the one waking it, which is usually the writer's: a commit then
- * overlaps with the writer sending more writes, which join it.
+ * overlaps with the writer sending more writes, which join it. The next online CPU spreads the workers
+ * of devices written from different CPUs.
  */
 static int worker_cpu(void)
 {
-	int here = raw_smp_processor_id(), cpu = cpumask_any_but(cpu_online_mask, here);
+	int here = raw_smp_processor_id(), cpu = cpumask_next(here, cpu_online_mask);
 
+	if (cpu >= nr_cpu_ids)
+		cpu = cpumask_first(cpu_online_mask);
 	return cpu < nr_cpu_ids ? cpu : here;
 }
 
