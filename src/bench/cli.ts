@@ -18,7 +18,7 @@ const BENCHES: Record<string, Bench> = {
   P1: (a) =>
     runP1({
       rounds: a.get('rounds') ?? 5,
-      ios: a.get('ios') ?? 1024,
+      ios: a.get('ios') ?? 4096,
       ios1: a.get('ios1') ?? 256,
       seqMib: a.get('seq-mib') ?? 16,
       quick: a.has('quick'),
