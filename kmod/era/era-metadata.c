@@ -182,13 +182,13 @@ struct era_md {
 /* Blocks a btree spine may allocate in one insert or remove: each level shadowed, and a split. */
 #define ERA_MD_SPINE_BLOCKS 8
 
-/* Array blocks (plus their btree's index nodes) that hold @entries entries of @size bytes. */
 /* Values of @size bytes in one array block (after its header: checksum, three counts, block number). */
 static u32 array_entries_per_block(struct era_md *md, size_t size)
 {
 	return (dm_bm_block_size(md->bm) - 4 * sizeof(__le32) - sizeof(__le64)) / size;
 }
 
+/* Array blocks (plus their btree's index nodes) that hold @entries entries of @size bytes. */
 static dm_block_t array_blocks(struct era_md *md, u64 entries, size_t size)
 {
 	u32 per_block = array_entries_per_block(md, size);
