@@ -17,7 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceMapper } from '../dm';
 import { era } from '../targets';
-import { prng, ramdisks, Scope, sh, zero } from '../testing';
+import { prng, ramdisks, Scope, sh, writeFioIolog, zero } from '../testing';
 import { bytes, sectors } from '../units';
 import { median, round } from './stats';
 
@@ -64,15 +64,6 @@ interface Sample {
   mbps: number;
   p50us: number;
   p99us: number;
-}
-
-/** A fio version 2 replay log: `ioBytes` writes at `offsets`, in that order. */
-function writeReplayLog(file: string, offsets: readonly number[], ioBytes: number): void {
-  const dev = '/dev/p1';
-  const lines = ['fio version 2 iolog', `${dev} add`, `${dev} open`];
-  for (const o of offsets) lines.push(`${dev} write ${o} ${ioBytes}`);
-  lines.push(`${dev} close`, '');
-  fs.writeFileSync(file, lines.join('\n'));
 }
 
 function shuffle(values: number[], rand: () => number): number[] {
@@ -139,7 +130,7 @@ export async function runP1(opts: P1Options): Promise<Record<string, unknown>> {
       for (const blockBytes of [4 * KIB, 64 * KIB]) {
         const { offsets, ioBytes, tableBytes } = w.offsets(blockBytes);
         const file = path.join(dir, `${w.label}-${blockBytes}.log`);
-        writeReplayLog(file, offsets, ioBytes);
+        writeFioIolog(file, '/dev/p1', offsets, ioBytes);
         logs.set(`${w.label}/${blockBytes}`, { file, tableBytes });
         diskBytes = Math.max(diskBytes, tableBytes);
       }

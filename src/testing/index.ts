@@ -12,3 +12,4 @@ export const RELEASE_SCALE = process.env['DMKIT_SCALE'] === 'release';
 export * from './direct-io';
 export * from './random';
 export * from './clone-model';
+export * from './fio-iolog';

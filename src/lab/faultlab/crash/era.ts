@@ -32,7 +32,7 @@ import * as path from 'node:path';
 import { DeviceMapper } from '../../../dm';
 import { era as eraTarget } from '../../../targets';
 import { backup, EraChangedError, readBackupHeader } from '../../../workflows';
-import { patternBuffer, readDirect, runChecker, writeDirect, zero } from '../../../testing';
+import { patternBuffer, readDirect, runChecker, writeDirect, writeFioIolog, zero } from '../../../testing';
 import { bytes, sectors } from '../../../units';
 import { eraWrittenBlocks, MetadataDamage, MetadataImage, readEraMetadata, unformatted } from '../../../pdata/reader';
 import { LOG_FLAG, logIndex, replayImage } from '../logwrites';
@@ -103,8 +103,7 @@ function writeAtOnce(dev: string, blocks: readonly number[], fsync: boolean): vo
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmkit-lab-era-'));
   try {
     const log = path.join(dir, 'writes.log');
-    const lines = ['fio version 2 iolog', `${dev} add`, `${dev} open`, ...blocks.map((b) => `${dev} write ${b * BLOCK} ${BLOCK}`), `${dev} close`, ''];
-    fs.writeFileSync(log, lines.join('\n'));
+    writeFioIolog(log, dev, blocks.map((b) => b * BLOCK), BLOCK);
     // Paced (one write every 0.25 ms), so that writes also arrive while a commit is under way.
     execFileSync('fio', ['--name=burst', `--read_iolog=${log}`, '--replay_no_stall=1', '--ioengine=libaio', '--iodepth=16', '--direct=1', '--rate_iops=4000',
       ...(fsync ? ['--end_fsync=1'] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
