@@ -157,6 +157,18 @@ struct era_md {
 	u32 nr_touched;
 	bool joining;
 
+	/*
+	 * Array blocks this transaction wrote marks into (@nr_written above ERA_TOUCHED_MAX: too many to
+	 * list), and those of the last commit (@hot): the next commit will likely mark words in the same
+	 * blocks, so era_md_prepare_marks() shadows them ahead of it while the worker would be idle.
+	 * @hot_held says whether that guess held at the last commit (at least half of @hot written again).
+	 */
+	u32 written[ERA_TOUCHED_MAX];
+	u32 nr_written;
+	u32 hot[ERA_TOUCHED_MAX];
+	u32 nr_hot;
+	bool hot_held;
+
 	bool digest_wanted;	/* the writeset tree may hold writesets to digest */
 	struct era_digest digest;
 
@@ -198,20 +210,32 @@ static dm_block_t array_blocks(struct era_md *md, u64 entries, size_t size)
 	return blocks + div_u64(blocks, 100) + 1;
 }
 
+/* Sets *@enough when @need blocks plus the reserve are free. */
+static int space_left(struct era_md *md, dm_block_t need, bool *enough, dm_block_t *nr_free,
+		      dm_block_t *total, dm_block_t *reserve)
+{
+	int r;
+
+	r = dm_sm_get_nr_blocks(md->sm, total);
+	if (!r)
+		r = dm_sm_get_nr_free(md->sm, nr_free);
+	if (r)
+		return r;
+	*reserve = clamp_t(dm_block_t, *total >> 4, ERA_MD_RESERVE_MIN, ERA_MD_RESERVE_MAX);
+	*enough = *nr_free >= need + *reserve;
+	return 0;
+}
+
 /* 0 when @need blocks plus the reserve are free, else -ENOSPC with one log line. */
 static int space_for(struct era_md *md, dm_block_t need, const char *what)
 {
 	dm_block_t total, nr_free, reserve;
+	bool enough;
 	int r;
 
-	r = dm_sm_get_nr_blocks(md->sm, &total);
-	if (!r)
-		r = dm_sm_get_nr_free(md->sm, &nr_free);
-	if (r)
+	r = space_left(md, need, &enough, &nr_free, &total, &reserve);
+	if (r || enough)
 		return r;
-	reserve = clamp_t(dm_block_t, total >> 4, ERA_MD_RESERVE_MIN, ERA_MD_RESERVE_MAX);
-	if (nr_free >= need + reserve)
-		return 0;
 	DMERR_LIMIT("metadata space exhausted: %s needs %llu blocks and %llu are kept in reserve, %llu of %llu are free (-ENOSPC)",
 		    what, (unsigned long long)need, (unsigned long long)reserve,
 		    (unsigned long long)nr_free, (unsigned long long)total);
@@ -505,25 +529,29 @@ static u32 word_ablock(struct era_md *md, u32 w)
 	return w / array_entries_per_block(md, sizeof(__le64));
 }
 
-static bool ablock_touched(struct era_md *md, u32 ablock)
+/* Lists of array blocks: up to ERA_TOUCHED_MAX of them, a count above that means "more". */
+static bool ablock_listed(const u32 *list, u32 nr, u32 ablock)
 {
 	u32 i;
 
-	for (i = 0; i < md->nr_touched && i < ERA_TOUCHED_MAX; i++)
-		if (md->touched[i] == ablock)
+	for (i = 0; i < nr && i < ERA_TOUCHED_MAX; i++)
+		if (list[i] == ablock)
 			return true;
 	return false;
 }
 
-static void note_touched(struct era_md *md, u32 w)
+static void ablock_list_add(u32 *list, u32 *nr, u32 ablock)
 {
-	u32 ablock = word_ablock(md, w);
-
-	if (ablock_touched(md, ablock) || md->nr_touched > ERA_TOUCHED_MAX)
+	if (ablock_listed(list, *nr, ablock) || *nr > ERA_TOUCHED_MAX)
 		return;
-	if (md->nr_touched < ERA_TOUCHED_MAX)
-		md->touched[md->nr_touched] = ablock;
-	md->nr_touched++;
+	if (*nr < ERA_TOUCHED_MAX)
+		list[*nr] = ablock;
+	(*nr)++;
+}
+
+static bool ablock_touched(struct era_md *md, u32 ablock)
+{
+	return ablock_listed(md->touched, md->nr_touched, ablock);
 }
 
 static int write_word(struct era_md *md, u32 w)
@@ -534,9 +562,10 @@ static int write_word(struct era_md *md, u32 w)
 
 	__dm_bless_for_disk(&value);
 	r = dm_array_set_value(&md->current_bitset.array_info, ws->root, w, &value, &ws->root);
-	if (!r)
-		note_touched(md, w);
-	else
+	if (!r) {
+		ablock_list_add(md->touched, &md->nr_touched, word_ablock(md, w));
+		ablock_list_add(md->written, &md->nr_written, word_ablock(md, w));
+	} else
 		DMERR("marking blocks %u-%u in era %u failed: %d", w * ERA_WORD_BITS,
 		      min(w * ERA_WORD_BITS + ERA_WORD_BITS, md->bitmap_bits) - 1, md->era, r);
 	return r;
@@ -562,11 +591,69 @@ static int publish_word(struct era_md *md, u32 w)
 	return 0;
 }
 
+/*
+ * At a commit: the blocks it wrote marks into are the guess for the next one, and the guess made at
+ * the last commit is scored.
+ */
+static void rotate_hot(struct era_md *md)
+{
+	u32 i, held = 0;
+
+	if (md->nr_written) {
+		for (i = 0; i < md->nr_hot && i < ERA_TOUCHED_MAX; i++)
+			held += ablock_listed(md->written, md->nr_written, md->hot[i]);
+		md->hot_held = md->nr_hot <= ERA_TOUCHED_MAX && 2 * held >= md->nr_hot;
+		md->nr_hot = md->nr_written;
+		memcpy(md->hot, md->written, sizeof(md->hot));
+	}
+	md->nr_written = 0;
+	md->nr_touched = 0;
+}
+
 /* After the commit that made the dirty words durable: writes to their blocks may pass from now on. */
 static void publish_marks(struct era_md *md)
 {
 	word_set_drain(md, &md->dirty, nr_words(md->bitmap_bits), publish_word);
-	md->nr_touched = 0;
+	rotate_hot(md);
+}
+
+/*
+ * Shadows the hot array blocks of the current writeset, by writing a word of each back unchanged, so
+ * that the next commit's marks land in blocks this transaction owns already: that copy is most of the
+ * cost of marking. Only while the guess holds, and never into the reserve: it is only a head start.
+ */
+int era_md_prepare_marks(struct era_md *md)
+{
+	struct era_writeset *ws = current_writeset(md);
+	u32 i, w, per_block = array_entries_per_block(md, sizeof(__le64));
+	dm_block_t nr_free, total, reserve;
+	bool enough;
+	__le64 value;
+	int r;
+
+	if (ws->root == ERA_NONE || !md->hot_held || !md->nr_hot || md->nr_hot > ERA_TOUCHED_MAX)
+		return 0;
+	r = space_left(md, md->nr_hot + ERA_MD_SPINE_BLOCKS, &enough, &nr_free, &total, &reserve);
+	if (r || !enough)
+		return r;
+
+	for (i = 0; i < md->nr_hot; i++) {
+		w = md->hot[i] * per_block;
+		if (ablock_touched(md, md->hot[i]) || w >= nr_words(ws->nr_bits))
+			continue;
+		r = dm_array_get_value(&md->current_bitset.array_info, ws->root, w, &value);
+		if (!r) {
+			__dm_bless_for_disk(&value);
+			r = dm_array_set_value(&md->current_bitset.array_info, ws->root, w, &value, &ws->root);
+		}
+		if (r) {
+			DMERR("shadowing the bitset block of blocks %u.. in era %u failed: %d",
+			      w * ERA_WORD_BITS, md->era, r);
+			return r;
+		}
+		ablock_list_add(md->touched, &md->nr_touched, md->hot[i]);
+	}
+	return 0;
 }
 
 int era_md_pre_commit(struct era_md *md)
@@ -967,7 +1054,10 @@ static int start_next_era(struct era_md *md)
 		bitmap_zero(next->bits, md->bitmap_bits);
 	if (md->marked)
 		bitmap_zero(md->marked, md->bitmap_bits);
-	md->nr_touched = 0;	/* the next era's bitset is another array */
+	/* The next era's bitset is another array. */
+	md->nr_touched = 0;
+	md->nr_written = 0;
+	md->nr_hot = 0;
 	next->nr_bits = md->nr_blocks;
 	next->root = root;
 

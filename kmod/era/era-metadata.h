@@ -84,6 +84,12 @@ bool era_md_marks_pending(struct era_md *md);
 int era_md_write_marks(struct era_md *md);
 
 /*
+ * Between commits, while no write waits: shadows the bitset blocks the last commit marked words in,
+ * when the commit before guessed right that way, so the next commit need not copy them.
+ */
+int era_md_prepare_marks(struct era_md *md);
+
+/*
  * Digesting archived writesets into the era array, a bounded amount per call. era_md_digest_step()
  * returns 1 when more work remains, 0 when every archived writeset is digested, < 0 on error.
  */

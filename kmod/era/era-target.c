@@ -317,23 +317,56 @@ static void issue_bios(struct bio_list *bios, int r)
 	blk_finish_plug(&plug);
 }
 
+static bool deferred_empty(struct era *era)
+{
+	bool empty;
+
+	spin_lock(&era->lock);
+	empty = bio_list_empty(&era->deferred);
+	spin_unlock(&era->lock);
+	return empty;
+}
+
+/*
+ * After a commit, while the writer answers the writes just issued and nothing waits: shadow the bitset
+ * blocks the next commit will likely mark, so that it starts without copying them.
+ */
+static void prepare_next_commit(struct era *era)
+{
+	int r;
+
+	if (!deferred_empty(era))
+		return;
+	mutex_lock(&era->md_lock);
+	if (metadata_writable(era)) {
+		r = era_md_prepare_marks(era->md);
+		if (r)
+			metadata_failed(era, "shadowing bitset blocks ahead of a commit", r);
+	}
+	mutex_unlock(&era->md_lock);
+}
+
 static void do_worker(struct work_struct *work)
 {
 	struct era *era = container_of(work, struct era, worker);
 	struct bio_list bios;
-	bool more_digest;
+	bool more_digest, committed = false;
 	int r = 0;
 
 	bio_list_init(&bios);
 	take_deferred(era, &bios);
 
 	mutex_lock(&era->md_lock);
-	if (!bio_list_empty(&bios))
+	if (!bio_list_empty(&bios)) {
 		r = mark_bios(era, &bios);
+		committed = !r;
+	}
 	more_digest = digest_some(era);
 	mutex_unlock(&era->md_lock);
 
 	issue_bios(&bios, r);
+	if (committed)
+		prepare_next_commit(era);
 	if (more_digest)
 		wake_worker(era);
 }

@@ -9,6 +9,8 @@
 #ifndef DMKIT_SB_H
 #define DMKIT_SB_H
 
+#include <linux/crc32.h>
+#include <linux/crc32c.h>
 #include <linux/device-mapper.h>
 #include <linux/stddef.h>
 
@@ -44,9 +46,25 @@ static inline const struct dmkit_sb_validator *dmkit_sb_kind(struct dm_block_val
 	return container_of(v, struct dmkit_sb_validator, v);
 }
 
+/*
+ * The salted crc32c of the block after its csum field, as dm_bm_checksum() computes it (crc32c seeded
+ * with ~0, then xor the salt). A superblock fills only its first few hundred bytes and the rest is
+ * zero: the CRC of n more zero bytes is the CRC so far times x^(8n) modulo the polynomial, which
+ * __crc32c_le_shift() computes in a few dozen steps, so only the used part is fed to crc32c. A commit
+ * saves most of a 4 KiB checksum that way, which is measurable where crc32c is slow (emulated CPUs).
+ * The block must be 8-byte aligned and sized, as metadata blocks are.
+ */
 static inline u32 dmkit_sb_checksum(struct dmkit_sb_head *h, size_t block_bytes, u32 salt)
 {
-	return dm_bm_checksum(&h->flags, block_bytes - sizeof(h->csum), salt);
+	const u64 *words = (const u64 *)h;
+	size_t used = block_bytes / sizeof(u64);
+	size_t head = offsetof(struct dmkit_sb_head, flags);
+
+	/* Word 0 holds the csum and the flags: the scan stops above it. */
+	while (used > 1 && !words[used - 1])
+		used--;
+	used *= sizeof(u64);
+	return __crc32c_le_shift(crc32c(~(u32)0, &h->flags, used - head), block_bytes - used) ^ salt;
 }
 
 static inline void dmkit_sb_prepare_for_write(struct dm_block_validator *v, struct dm_block *b,
