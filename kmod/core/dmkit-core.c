@@ -49,6 +49,7 @@
 
 /* Used lengths of the superblocks the self-test checksums (the rest of the block zero). */
 static const size_t selftest_used[] = { SELFTEST_BLOCK_SIZE, 4093, 333, 256, 9, 8, 5, 0 };
+
 /* Any salt works for the self-test; this one is era's superblock salt, so the check exercises a real one. */
 #define SELFTEST_SALT 146538381
 

@@ -210,32 +210,25 @@ static dm_block_t array_blocks(struct era_md *md, u64 entries, size_t size)
 	return blocks + div_u64(blocks, 100) + 1;
 }
 
-/* Sets *@enough when @need blocks plus the reserve are free. */
-static int space_left(struct era_md *md, dm_block_t need, bool *enough, dm_block_t *nr_free,
-		      dm_block_t *total, dm_block_t *reserve)
-{
-	int r;
-
-	r = dm_sm_get_nr_blocks(md->sm, total);
-	if (!r)
-		r = dm_sm_get_nr_free(md->sm, nr_free);
-	if (r)
-		return r;
-	*reserve = clamp_t(dm_block_t, *total >> 4, ERA_MD_RESERVE_MIN, ERA_MD_RESERVE_MAX);
-	*enough = *nr_free >= need + *reserve;
-	return 0;
-}
-
-/* 0 when @need blocks plus the reserve are free, else -ENOSPC with one log line. */
+/*
+ * 0 when @need blocks plus the reserve are free, else -ENOSPC, with one log line naming @what (none
+ * when @what is NULL: the caller only tries).
+ */
 static int space_for(struct era_md *md, dm_block_t need, const char *what)
 {
 	dm_block_t total, nr_free, reserve;
-	bool enough;
 	int r;
 
-	r = space_left(md, need, &enough, &nr_free, &total, &reserve);
-	if (r || enough)
+	r = dm_sm_get_nr_blocks(md->sm, &total);
+	if (!r)
+		r = dm_sm_get_nr_free(md->sm, &nr_free);
+	if (r)
 		return r;
+	reserve = clamp_t(dm_block_t, total >> 4, ERA_MD_RESERVE_MIN, ERA_MD_RESERVE_MAX);
+	if (nr_free >= need + reserve)
+		return 0;
+	if (!what)
+		return -ENOSPC;
 	DMERR_LIMIT("metadata space exhausted: %s needs %llu blocks and %llu are kept in reserve, %llu of %llu are free (-ENOSPC)",
 		    what, (unsigned long long)need, (unsigned long long)reserve,
 		    (unsigned long long)nr_free, (unsigned long long)total);
@@ -626,16 +619,14 @@ int era_md_prepare_marks(struct era_md *md)
 {
 	struct era_writeset *ws = current_writeset(md);
 	u32 i, w, per_block = array_entries_per_block(md, sizeof(__le64));
-	dm_block_t nr_free, total, reserve;
-	bool enough;
 	__le64 value;
 	int r;
 
 	if (ws->root == ERA_NONE || !md->hot_held || !md->nr_hot || md->nr_hot > ERA_TOUCHED_MAX)
 		return 0;
-	r = space_left(md, md->nr_hot + ERA_MD_SPINE_BLOCKS, &enough, &nr_free, &total, &reserve);
-	if (r || !enough)
-		return r;
+	r = space_for(md, md->nr_hot + ERA_MD_SPINE_BLOCKS, NULL);
+	if (r)
+		return r == -ENOSPC ? 0 : r;
 
 	for (i = 0; i < md->nr_hot; i++) {
 		w = md->hot[i] * per_block;
